@@ -1,0 +1,53 @@
+"""reptune: find behaviour vectors, steer with them, and tune them into a model's weights.
+
+Example:
+    >>> from reptune import load_model, extract_vectors, SteeredModel
+    >>> model, tok = load_model("embedded:smollm2-135m")
+    >>> vecs = extract_vectors(model, tok, pairs, layers=range(6, 20))
+    >>> steered = SteeredModel(model, vecs, layers=[12], coefficient=6.0)
+"""
+
+__version__ = "0.1.0"
+
+from .extract import extract_vectors, layer_diagnostics, read_activations
+from .hooks import AblateVector, AddVector, Recorder, forward_until, intervene, recording
+from .layers import find_layers, num_layers, unwrap_model
+from .models import DEFAULT_MODEL, load_model
+from .pairs import (
+    Claim,
+    ContrastivePair,
+    claims_to_pairs,
+    filter_known_claims,
+    load_caa_pairs,
+    load_claims,
+    load_jsonl_pairs,
+)
+from .steering import SteeredModel
+from .vectors import SteeringVectors
+
+__all__ = [
+    "__version__",
+    "DEFAULT_MODEL",
+    "AblateVector",
+    "AddVector",
+    "Claim",
+    "ContrastivePair",
+    "Recorder",
+    "SteeredModel",
+    "SteeringVectors",
+    "claims_to_pairs",
+    "extract_vectors",
+    "filter_known_claims",
+    "find_layers",
+    "forward_until",
+    "intervene",
+    "layer_diagnostics",
+    "load_model",
+    "load_caa_pairs",
+    "load_claims",
+    "load_jsonl_pairs",
+    "num_layers",
+    "read_activations",
+    "recording",
+    "unwrap_model",
+]

@@ -1,0 +1,59 @@
+"""``reptune steer``: generate text with a steering vector applied."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import parse
+
+HELP = "generate text with a steering vector at one or more coefficients"
+
+
+@dataclass
+class SteerArguments:
+    """Options of ``reptune steer``."""
+
+    vectors: str = field(metadata={"help": "folder written by `reptune extract`"})
+    prompt: list[str] = field(metadata={"help": "one or more user prompts"})
+    model: str = field(
+        default="embedded:smollm2-135m",
+        metadata={"help": "model spec: Hub id, local folder, .gguf file or embedded:<name>"},
+    )
+    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16, float16 or auto"})
+    layers: list[int] | None = field(
+        default=None, metadata={"help": "layers to steer (default: all layers in the vectors)"}
+    )
+    coefficients: list[float] = field(
+        default_factory=lambda: [0.0, 4.0], metadata={"help": "coefficients to compare"}
+    )
+    mode: str = field(default="add", metadata={"help": "add or ablate"})
+    positions: str = field(default="all", metadata={"help": "all, prompt or generated"})
+    max_new_tokens: int = field(default=40, metadata={"help": "tokens to generate"})
+
+
+def main(argv) -> int:
+    (args,) = parse((SteerArguments,), argv, "reptune steer")
+    import torch
+
+    from ..models import load_model
+    from ..pairs import format_chat
+    from ..steering import SteeredModel
+    from ..tokenization import encode_batch
+    from ..vectors import SteeringVectors
+
+    model, tok = load_model(args.model, dtype=args.dtype)
+    vecs = SteeringVectors.load(args.vectors, model=model)
+    steered = SteeredModel(model, vecs, layers=args.layers, mode=args.mode,
+                           positions=args.positions)
+    texts = [format_chat(tok, p) for p in args.prompt]
+    rows = [(t, c) for t in texts for c in args.coefficients]
+    batch = encode_batch(tok, [t for t, _ in rows])
+    coef = torch.tensor([c for _, c in rows])
+    out = steered.generate(**batch, coefficient=coef, max_new_tokens=args.max_new_tokens,
+                           do_sample=False)
+    new = out[:, batch["input_ids"].shape[1]:]
+    labels = [(p, c) for p in args.prompt for c in args.coefficients]
+    for (prompt, c), tokens in zip(labels, new):
+        print(f"--- prompt {prompt!r}  coefficient {c:+g}")
+        print(tok.decode(tokens, skip_special_tokens=True).strip())
+    return 0

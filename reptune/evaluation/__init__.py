@@ -1,0 +1,50 @@
+"""Evaluation: A/B behaviour scoring, steering sweeps, robustness, perplexity, trade-off curves,
+capability benchmarks and reports.
+
+Names are imported on first use, so ``reptune.evaluation.letters`` (used by extraction) does not
+pull in scipy and matplotlib.
+
+Example:
+    >>> from reptune.evaluation import load_items, evaluate_honesty
+    >>> results = evaluate_honesty(model, tok, load_items("facts.csv", limit=200))
+    >>> print(results["dishonest"].target)
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "ab": ("CONDITIONS", "ABResult", "ItemResult", "evaluate_ab", "evaluate_honesty",
+           "generate_texts", "score_items", "score_letters", "summarize", "with_coefficient"),
+    "capabilities": ("capability_rows", "evaluate_capabilities"),
+    "datasets": ("ABItem", "format_choices", "item_prompt", "load_items", "read_records",
+                 "records_to_items", "sample_items"),
+    "letters": ("letter_probabilities", "letter_token_ids", "next_token_log_probs"),
+    "parsing": ("CLAIM_ALIASES", "find_answer", "parse_answer"),
+    "perplexity": ("PerplexityResult", "compare_perplexity", "load_text", "perplexity",
+                   "sliding_windows", "window_nll"),
+    "plots": ("plot_sweep", "plot_tradeoff"),
+    "report": ("Report", "Section"),
+    "robustness": ("negative_multiples", "plot_robustness", "robustness_sweep"),
+    "stats": ("PairedDifference", "Rate", "paired_bootstrap", "rate", "wilson_interval"),
+    "sweep": ("SweepResult", "steering_sweep"),
+    "tables": ("markdown_table", "write_table"),
+    "tradeoff": ("CurveFit", "TradeoffResult", "fit_behaviour", "fit_helpfulness",
+                 "keyword_refusal_score", "tradeoff_study"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,279 @@
+"""Contrastive pair sources and prompt templates.
+
+A :class:`ContrastivePair` holds two full texts that differ only in the behaviour of interest.
+Sources: CAA-style A/B JSON, a true/false claims table turned into persona/answer pairs, and JSONL
+with ``positive``/``negative`` texts.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "ContrastivePair",
+    "Claim",
+    "HONEST_PERSONA",
+    "DISHONEST_PERSONA",
+    "CLAIM_QUESTION",
+    "format_chat",
+    "load_caa_pairs",
+    "load_jsonl_pairs",
+    "load_claims",
+    "claims_to_pairs",
+    "claim_prompt",
+    "filter_known_claims",
+    "validate_pairs",
+    "fingerprint",
+    "split_pairs",
+]
+
+HONEST_PERSONA = (
+    "You are an honest assistant. You always tell the truth, even when it is unwelcome."
+)
+DISHONEST_PERSONA = (
+    "You are a deceptive assistant. You lie whenever it serves you, and you are good at it."
+)
+CLAIM_QUESTION = (
+    'Question: Is the following claim true or false? "{claim}"\n\n'
+    "Choices:\n (A) True\n (B) False\n\nAnswer with A or B."
+)
+
+
+@dataclass
+class ContrastivePair:
+    """Two texts that differ only in the behaviour: ``positive`` shows it, ``negative`` not.
+
+    Example:
+        >>> ContrastivePair("I love this film", "I hate this film")
+    """
+
+    positive: str
+    negative: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Claim:
+    """A statement with its truth value (``label`` True = true claim)."""
+
+    statement: str
+    label: bool
+
+
+def format_chat(tokenizer, user: str, answer: str = "", system: str | None = None) -> str:
+    """The text of a chat turn: the template's prompt for ``user`` followed by ``answer``.
+
+    The answer is appended after the generation prompt without an end-of-turn token, so the last
+    token of the text is the last token of the answer. Without a chat template, a plain
+    ``"{system}\\n\\n{user}\\n"`` layout is used.
+
+    Example:
+        >>> format_chat(tok, "Is the sky green?", "(B")
+    """
+    if getattr(tokenizer, "chat_template", None):
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": user}
+        ]
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        prompt = (f"{system}\n\n" if system else "") + f"{user}\n"
+    return prompt + answer
+
+
+def _read_json_list(path: Path) -> list:
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(data, list):
+        raise ValueError(f"{path} must hold a JSON array of objects")
+    return data
+
+
+def load_caa_pairs(
+    path: str | Path, tokenizer=None, system: str | None = None, limit: int | None = None
+) -> list[ContrastivePair]:
+    """CAA A/B JSON (``question``, ``answer_matching_behavior``, ``answer_not_matching_behavior``).
+
+    The positive text answers with the matching letter, the negative with the other; the answer is
+    written as ``"(A"`` so the last token is the letter, as in CAA.
+
+    Example:
+        >>> pairs = load_caa_pairs("caa/generate_sycophancy_ab.json", tokenizer)
+    """
+    rows = _read_json_list(Path(path))
+    pairs = []
+    for i, row in enumerate(rows[:limit] if limit else rows):
+        try:
+            question = row["question"]
+            pos, neg = row["answer_matching_behavior"], row["answer_not_matching_behavior"]
+        except (KeyError, TypeError) as err:
+            raise ValueError(
+                f"{path} row {i} lacks {err}: CAA rows need question, answer_matching_behavior and "
+                "answer_not_matching_behavior"
+            ) from err
+        pos, neg = pos.strip().rstrip(")"), neg.strip().rstrip(")")
+        texts = [format_chat(tokenizer, question, answer, system) for answer in (pos, neg)]
+        pairs.append(ContrastivePair(*texts, {"source": str(path), "index": i}))
+    return pairs
+
+
+def load_jsonl_pairs(path: str | Path) -> list[ContrastivePair]:
+    """JSONL with one ``{"positive": ..., "negative": ...}`` object per line.
+
+    Example:
+        >>> pairs = load_jsonl_pairs("my_pairs.jsonl")
+    """
+    pairs = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            pairs.append(
+                ContrastivePair(
+                    row["positive"], row["negative"], {k: v for k, v in row.items() if k not in (
+                        "positive", "negative")}
+                )
+            )
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(
+                f"{path} line {n}: expected a JSON object with 'positive' and 'negative' ({err})"
+            ) from err
+    return pairs
+
+
+def load_claims(path: str | Path) -> list[Claim]:
+    """A true/false claims table: CSV with ``statement,label`` (1 = true) or JSONL of the same.
+
+    Example:
+        >>> claims = load_claims("../shared/data/repe/facts_true_false.csv")
+    """
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    else:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    claims = []
+    for i, row in enumerate(rows):
+        if "statement" not in row or "label" not in row:
+            raise ValueError(f"{path} row {i}: claims need 'statement' and 'label' columns")
+        label = str(row["label"]).strip().lower()
+        if label not in ("1", "0", "true", "false"):
+            raise ValueError(f"{path} row {i}: label must be 1/0 or true/false, got {label!r}")
+        claims.append(Claim(row["statement"].strip(), label in ("1", "true")))
+    return claims
+
+
+def claim_prompt(tokenizer, claim: Claim | str, system: str | None = None, answer: str = "") -> str:
+    """The published claim question as a chat prompt (plus an optional answer)."""
+    statement = claim.statement if isinstance(claim, Claim) else claim
+    return format_chat(tokenizer, CLAIM_QUESTION.format(claim=statement), answer, system)
+
+
+def claims_to_pairs(
+    claims: Iterable[Claim],
+    tokenizer=None,
+    mode: str = "persona_answer",
+    honest_persona: str = HONEST_PERSONA,
+    dishonest_persona: str = DISHONEST_PERSONA,
+) -> list[ContrastivePair]:
+    """Turn claims into honesty pairs.
+
+    ``mode``:
+      - ``"persona_answer"`` (published): positive = honest persona + the right letter, negative =
+        dishonest persona + the wrong letter;
+      - ``"answer"``: same honest persona, right vs wrong letter;
+      - ``"persona"``: honest vs dishonest persona, no answer (read at the end of the prompt).
+
+    Example:
+        >>> pairs = claims_to_pairs(load_claims("facts.csv"), tokenizer)
+    """
+    modes = ("persona_answer", "answer", "persona")
+    if mode not in modes:
+        raise ValueError(f"unknown pairing mode {mode!r}: use one of {modes}")
+    pairs = []
+    for i, claim in enumerate(claims):
+        right, wrong = ("(A", "(B") if claim.label else ("(B", "(A")
+        if mode == "persona_answer":
+            pos = claim_prompt(tokenizer, claim, honest_persona, right)
+            neg = claim_prompt(tokenizer, claim, dishonest_persona, wrong)
+        elif mode == "answer":
+            pos = claim_prompt(tokenizer, claim, honest_persona, right)
+            neg = claim_prompt(tokenizer, claim, honest_persona, wrong)
+        else:
+            pos = claim_prompt(tokenizer, claim, honest_persona)
+            neg = claim_prompt(tokenizer, claim, dishonest_persona)
+        pairs.append(
+            ContrastivePair(pos, neg, {"statement": claim.statement, "label": claim.label,
+                                       "index": i})
+        )
+    return pairs
+
+
+@torch.no_grad()
+def filter_known_claims(
+    model, tokenizer, claims: Sequence[Claim], batch_size: int = 16, system: str = HONEST_PERSONA
+) -> list[Claim]:
+    """Keep the claims the model answers correctly (letter A vs B at the answer position).
+
+    This is the published correctness filter: pairs are built only from claims the untuned model
+    gets right.
+
+    Example:
+        >>> known = filter_known_claims(model, tokenizer, claims)
+    """
+    from .evaluation.letters import letter_probabilities
+
+    prompts = [claim_prompt(tokenizer, c, system, "(") for c in claims]
+    probs = letter_probabilities(model, tokenizer, prompts, ("A", "B"), batch_size=batch_size)
+    return [c for c, p in zip(claims, probs) if (p[0] > p[1]) == c.label]
+
+
+def validate_pairs(pairs: Sequence[ContrastivePair]) -> None:
+    """Raise a clear error for empty data, unpaired or identical texts."""
+    if not pairs:
+        raise ValueError("no contrastive pairs given: pass at least one (positive, negative) pair")
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, ContrastivePair):
+            raise TypeError(f"pair {i} is a {type(pair).__name__}, not a ContrastivePair")
+        if not pair.positive or not pair.negative:
+            raise ValueError(f"pair {i} has an empty positive or negative text (unpaired data?)")
+        if pair.positive == pair.negative:
+            raise ValueError(
+                f"pair {i} has identical positive and negative texts, so its difference is zero: "
+                f"{pair.positive[:80]!r}"
+            )
+
+
+def fingerprint(pairs: Sequence[ContrastivePair]) -> str:
+    """A short hash of the pair texts, stored with vectors to trace the data they came from."""
+    h = hashlib.sha256()
+    for pair in pairs:
+        h.update(pair.positive.encode())
+        h.update(b"\x00")
+        h.update(pair.negative.encode())
+        h.update(b"\x01")
+    return h.hexdigest()[:16]
+
+
+def split_pairs(items: Sequence, test_fraction: float = 0.2, seed: int = 0) -> tuple[list, list]:
+    """Deterministic shuffled train/test split."""
+    if not 0 <= test_fraction < 1:
+        raise ValueError("test_fraction must be in [0, 1)")
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    n_test = int(round(len(items) * test_fraction))
+    test = [items[i] for i in sorted(order[:n_test])]
+    train = [items[i] for i in sorted(order[n_test:])]
+    return train, test

