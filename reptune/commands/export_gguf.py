@@ -1,0 +1,67 @@
+"""``reptune export-gguf VECTORS``: write steering vectors as a llama.cpp control vector.
+
+``direction.N`` in the file is reptune's layer N (the output of block N, 0-based), which is where
+llama.cpp adds it; layer 0 cannot be exported. Use the file with
+``llama-cli -m model.gguf --control-vector-scaled FILE STRENGTH``.
+
+Example:
+    $ reptune export-gguf runs/honesty/vectors --output honesty.gguf --layers 12 13 14
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import parse
+from .card import positional_as_option
+
+__all__ = ["HELP", "ExportGGUFArguments", "main"]
+
+HELP = "write steering vectors as a llama.cpp control vector (GGUF)"
+
+DEFAULT_NAME = "control_vector.gguf"
+
+
+@dataclass
+class ExportGGUFArguments:
+    """Options of ``reptune export-gguf``."""
+
+    vectors_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Vectors folder or run folder. May also be given as the first "
+            "argument: `reptune export-gguf VECTORS --output FILE.gguf`."
+        },
+    )
+    output: str | None = field(
+        default=None,
+        metadata={"help": f"GGUF file to write; {DEFAULT_NAME} in the given folder when omitted."},
+    )
+    model_hint: str | None = field(
+        default=None,
+        metadata={"help": "llama.cpp architecture, e.g. llama; from the vectors when omitted."},
+    )
+    layers: list[int] | None = field(
+        default=None,
+        metadata={"help": "Layers to export; all when omitted. Layer 0 cannot be exported."},
+    )
+
+
+def main(argv: list[str]) -> int:
+    from ..publish.gguf_export import export_control_vector
+    from ..publish.run import find_vectors_dir
+    from ..vectors import SteeringVectors
+
+    (args,) = parse(
+        (ExportGGUFArguments,),
+        positional_as_option(argv, "--vectors_dir"),
+        "reptune export-gguf VECTORS",
+    )
+    if not args.vectors_dir:
+        raise ValueError("no vectors folder given: use `reptune export-gguf VECTORS`")
+    vectors = SteeringVectors.load(find_vectors_dir(args.vectors_dir))
+    output = Path(args.output) if args.output else Path(args.vectors_dir) / DEFAULT_NAME
+    path = export_control_vector(vectors, output, args.model_hint, layers=args.layers)
+    print(path)
+    return 0

@@ -1,0 +1,164 @@
+"""Upload a run folder to the Hugging Face Hub: adapter, vectors, settings, report and card.
+
+Only the parts a user of the model needs are uploaded, and never pickles: training checkpoints,
+optimizer states, ``*.pt``/``*.bin`` files, temporary and hidden files stay local. The token is
+never handled here: ``token=None`` lets ``huggingface_hub`` use ``HF_TOKEN`` or the saved login.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import re
+from fnmatch import fnmatch
+from pathlib import Path
+
+from huggingface_hub import HfApi, ModelCard
+
+from .card import write_model_card
+from .run import ADAPTER_DIR, CARD_FILE, CONFIG_FILE, REPORT_DIR, VECTORS_DIR, load_run
+
+__all__ = ["push_run", "files_to_upload", "EXCLUDED_PATTERNS"]
+
+logger = logging.getLogger(__name__)
+
+# What a run folder publishes: these top-level entries and nothing else, so stray files (notes,
+# logs, caches, an .env) never leave the machine by accident.
+_TOP_LEVEL_DIRS = (ADAPTER_DIR, VECTORS_DIR, REPORT_DIR)
+_TOP_LEVEL_FILES = (CARD_FILE, CONFIG_FILE, "*.gguf")
+
+#: Never uploaded, at any depth: checkpoints, optimizer/scheduler/RNG states, pickles, temp files.
+EXCLUDED_PATTERNS = (
+    "checkpoint-*",
+    "optimizer.*",
+    "scheduler.*",
+    "rng_state*",
+    "training_args.bin",
+    "*.pt",
+    "*.pth",
+    "*.bin",
+    "*.pkl",
+    "*.pickle",
+    "*.ckpt",
+    "*.tmp",
+    "*.temp",
+    "*~",
+    "*.swp",
+    ".*",
+    "__pycache__",
+)
+
+# A Hugging Face access token ("hf_" + 34 letters/digits) inside a file about to be uploaded.
+_TOKEN_RE = re.compile(rb"\bhf_[A-Za-z0-9]{30,}\b")
+_TEXT_SUFFIXES = {".json", ".md", ".txt", ".yaml", ".yml", ".csv", ".jsonl"}
+
+
+def _excluded(rel: Path) -> bool:
+    return any(fnmatch(part, pattern) for part in rel.parts for pattern in EXCLUDED_PATTERNS)
+
+
+def files_to_upload(run_dir: str | Path) -> list[str]:
+    """The files of ``run_dir`` that :func:`push_run` uploads, as sorted POSIX relative paths.
+
+    Example:
+        >>> files_to_upload("runs/honesty")
+        ['README.md', 'adapter/adapter_config.json', 'adapter/adapter_model.safetensors', ...]
+    """
+    run_dir = Path(run_dir)
+    found: list[Path] = []
+    for name in _TOP_LEVEL_DIRS:
+        folder = run_dir / name
+        if folder.is_dir():
+            found.extend(p for p in folder.rglob("*") if p.is_file())
+    for pattern in _TOP_LEVEL_FILES:
+        found.extend(p for p in run_dir.glob(pattern) if p.is_file())
+    rel = {p.relative_to(run_dir) for p in found}
+    return sorted(r.as_posix() for r in rel if not _excluded(r))
+
+
+def _check_no_token(run_dir: Path, files: list[str]) -> None:
+    for rel in files:
+        path = run_dir / rel
+        if path.suffix.lower() in _TEXT_SUFFIXES and _TOKEN_RE.search(path.read_bytes()):
+            raise ValueError(
+                f"{path} contains what looks like a Hugging Face access token; remove it before "
+                "pushing (nothing was uploaded)"
+            )
+
+
+def push_run(
+    run_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    dry_run: bool = False,
+    commit_message: str | None = None,
+    token: str | None = None,
+) -> list[str]:
+    """Upload the run folder ``run_dir`` to the model repo ``repo_id``; return the files.
+
+    Writes the model card first when ``README.md`` is missing. Creates the repo if needed:
+    ``private=True`` makes a new repo private, ``False`` leaves the owner's default visibility;
+    an existing repo keeps its own. With ``dry_run`` nothing is written or uploaded and
+    no token is needed: the returned list is what would be uploaded (``README.md`` included when
+    it would be generated). ``token=None`` uses ``HF_TOKEN`` or the saved ``hf auth login``.
+
+    Example:
+        >>> push_run("runs/honesty", "me/llama-honesty", private=True)
+        ['README.md', 'adapter/adapter_config.json', ..., 'vectors/steering_vectors.json', ...]
+    """
+    if not repo_id or not isinstance(repo_id, str):
+        raise ValueError("repo_id is required, e.g. 'your-name/llama-honesty'")
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)  # validates the vectors before anything leaves the machine
+    if not (run_dir / VECTORS_DIR).is_dir():
+        raise ValueError(
+            f"{run_dir} is a bare vectors folder; push a run folder that holds it as "
+            f"{VECTORS_DIR}/ (the card and the loading example expect that layout)"
+        )
+    card = run_dir / CARD_FILE
+    files = files_to_upload(run_dir)
+    # Checked in a dry run too, so a dry run shows what a real push would refuse or miss.
+    _check_no_token(run_dir, files)
+    if run.has_adapter and f"{ADAPTER_DIR}/adapter_model.safetensors" not in files:
+        logger.warning(
+            "%s has no adapter_model.safetensors; pickled weights (.bin) are never uploaded, so "
+            "the repo would hold no adapter weights. Save the adapter again with safetensors.",
+            run_dir / ADAPTER_DIR,
+        )
+    if card.is_file() and "reptune" not in (_card_tags(card) or []):
+        logger.warning(
+            "%s was not written by reptune (no 'reptune' tag); it is uploaded as it is. Run "
+            "`reptune card %s` to replace it.",
+            card,
+            run_dir,
+        )
+    if dry_run:
+        files = sorted({*files, CARD_FILE})
+        logger.info("dry run: would upload %d files to %s", len(files), repo_id)
+        return files
+
+    if not card.is_file():
+        write_model_card(run_dir, repo_id=repo_id)
+        files = files_to_upload(run_dir)
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private or None, exist_ok=True, repo_type="model")
+    info = api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(run_dir),
+        repo_type="model",
+        commit_message=commit_message or "Upload reptune run",
+        # Exact paths (escaped: a "[" in a name is a glob character), so what is uploaded is
+        # exactly what a dry run lists.
+        allow_patterns=[glob.escape(f) for f in files],
+    )
+    logger.info("uploaded %d files to %s", len(files), getattr(info, "commit_url", repo_id))
+    return files
+
+
+def _card_tags(card: Path) -> list[str] | None:
+    try:
+        return ModelCard.load(card).data.tags
+    except Exception:  # an unparsable card is the user's; upload it untouched
+        return None
