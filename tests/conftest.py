@@ -12,6 +12,9 @@ import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+# Tiny models run far faster single-threaded than with threads fighting over a shared machine.
+torch.set_num_threads(1)
+
 SHARED_DATA = Path(os.environ.get("REPTUNE_SHARED_DATA", Path(__file__).parents[2] / "shared/data"))
 
 CHAT_TEMPLATE = (
@@ -55,10 +58,10 @@ def make_tokenizer(chat_template: bool = True, pad: bool = False) -> PreTrainedT
     return tok
 
 
-def _cfg(name: str, n_layers: int, hidden: int):
+def _cfg(name: str, n_layers: int, hidden: int, context: int = 128):
     common = dict(vocab_size=VOCAB, num_hidden_layers=n_layers, hidden_size=hidden,
                   intermediate_size=2 * hidden, num_attention_heads=4, num_key_value_heads=2,
-                  max_position_embeddings=128)
+                  max_position_embeddings=context)
     if name == "llama":
         return transformers.LlamaConfig(**common)
     if name == "mistral":
@@ -75,11 +78,11 @@ def _cfg(name: str, n_layers: int, hidden: int):
         return transformers.Phi3Config(**common, pad_token_id=0)
     if name == "gpt2":
         return transformers.GPT2Config(vocab_size=VOCAB, n_layer=n_layers, n_embd=hidden,
-                                       n_head=4, n_positions=128)
+                                       n_head=4, n_positions=context)
     if name == "gpt_neox":
         return transformers.GPTNeoXConfig(vocab_size=VOCAB, num_hidden_layers=n_layers,
                                           hidden_size=hidden, intermediate_size=2 * hidden,
-                                          num_attention_heads=4, max_position_embeddings=128)
+                                          num_attention_heads=4, max_position_embeddings=context)
     raise KeyError(name)
 
 
@@ -87,10 +90,11 @@ ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3
                  "gpt_neox")
 
 
-def make_model(name: str = "llama", n_layers: int = 4, hidden: int = 32, seed: int = 0):
+def make_model(name: str = "llama", n_layers: int = 4, hidden: int = 32, seed: int = 0,
+               context: int = 128):
     """A tiny causal LM of architecture ``name`` in float32 eval mode."""
     torch.manual_seed(seed)
-    config = _cfg(name, n_layers, hidden)
+    config = _cfg(name, n_layers, hidden, context)
     model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.generation_config.pad_token_id = 0
     return model.eval()

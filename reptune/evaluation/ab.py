@@ -1,0 +1,374 @@
+"""A/B behaviour evaluation: letter-probability and generation scorers, rates with intervals.
+
+Two scorers read the model's choice for each :class:`~reptune.evaluation.datasets.ABItem`:
+
+- ``"letter"``: one forward pass; the prompt ends in ``answer_prefix`` (default ``"("``) and the
+  choice is the letter with the highest next-token probability (P(A) vs P(B), renormalised);
+- ``"generate"``: greedy decoding of ``max_new_tokens`` (default 30) tokens, parsed with
+  :func:`~reptune.evaluation.parsing.parse_answer`.
+
+Each answer scores +1 (target letter: the true, correct or behaviour-matching answer), -1 (another
+letter) or 0 (no answer found). For the honesty protocol the target rate is the honest rate, and
+:func:`evaluate_honesty` runs it under the honest and the dishonest persona.
+
+Rows of one batch may carry different steering coefficients (``coefficients=``, with a
+:class:`~reptune.steering.SteeredModel`), so a whole sweep runs in shared batches.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from ..layers import model_device
+from ..pairs import DISHONEST_PERSONA, HONEST_PERSONA
+from ..steering import SteeredModel
+from ..tokenization import context_length, encode_batch
+from .datasets import ABItem, item_prompt
+from .letters import letter_token_ids, next_token_log_probs
+from .parsing import parse_answer
+from .stats import Rate, rate
+
+__all__ = [
+    "CONDITIONS",
+    "SCORERS",
+    "ItemResult",
+    "ABResult",
+    "with_coefficient",
+    "score_letters",
+    "generate_texts",
+    "score_items",
+    "summarize",
+    "evaluate_ab",
+    "evaluate_honesty",
+]
+
+#: Named system prompts: the published honesty protocol compares "honest" and "dishonest".
+CONDITIONS: dict[str, str | None] = {
+    "none": None,
+    "honest": HONEST_PERSONA,
+    "dishonest": DISHONEST_PERSONA,
+}
+SCORERS = ("letter", "generate")
+
+
+class _WithCoefficient:
+    """A SteeredModel whose forward and generate use fixed per-row coefficients."""
+
+    def __init__(self, steered: SteeredModel, coefficient: torch.Tensor):
+        self.steered = steered
+        self.coefficient = coefficient
+
+    @property
+    def _reptune_wrapped(self):
+        return self.steered
+
+    def __getattr__(self, name):
+        if name == "steered":
+            raise AttributeError(name)
+        return getattr(self.steered, name)
+
+    def __call__(self, *args, **kwargs):
+        return self.steered(*args, coefficient=self.coefficient, **kwargs)
+
+    def generate(self, *args, **kwargs):
+        return self.steered.generate(*args, coefficient=self.coefficient, **kwargs)
+
+
+def with_coefficient(model, coefficient: torch.Tensor | float | None):
+    """``model`` with its steering coefficient fixed for every call (no-op for None).
+
+    Example:
+        >>> bound = with_coefficient(steered, torch.tensor([0.0, 4.0]))
+        >>> bound(**batch_of_two)
+    """
+    if coefficient is None:
+        return model
+    if not isinstance(model, SteeredModel):
+        raise TypeError(
+            "per-row coefficients need a SteeredModel; wrap the model with "
+            "SteeredModel(model, vectors, layers=...) first"
+        )
+    return _WithCoefficient(model, torch.as_tensor(coefficient, dtype=torch.float32))
+
+
+def _chunks(n: int, size: int):
+    if size < 1:
+        raise ValueError(f"batch_size must be positive, got {size}")
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _coef_slice(coefficients, part: slice):
+    return None if coefficients is None else torch.as_tensor(coefficients)[part]
+
+
+@torch.no_grad()
+def score_letters(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    letters: Sequence[Sequence[str]],
+    *,
+    coefficients: torch.Tensor | Sequence[float] | None = None,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> list[dict[str, float]]:
+    """Full-vocabulary probability of each row's letters as the next token.
+
+    ``letters[i]`` are the options of ``prompts[i]``; each letter's probability sums its
+    single-token spellings (``"A"``, ``" A"``). Divide by the row sum for the choice restricted
+    to the options.
+
+    Example:
+        >>> score_letters(model, tok, ["... Answer: ("], [("A", "B")])
+        [{'A': 0.41, 'B': 0.22}]
+    """
+    if len(letters) != len(prompts):
+        raise ValueError("give one letter tuple per prompt")
+    ids = functools.cache(lambda letter: letter_token_ids(tokenizer, letter))
+    out: list[dict[str, float]] = []
+    for part in tqdm(_chunks(len(prompts), batch_size), desc="letter scores", disable=not progress,
+                     leave=False):
+        bound = with_coefficient(model, _coef_slice(coefficients, part))
+        logp = next_token_log_probs(bound, tokenizer, prompts[part], batch_size=batch_size)
+        probs = logp.exp()
+        for row, options in zip(probs, letters[part]):
+            out.append({x: float(row[ids(x)].sum()) for x in options})
+    return out
+
+
+@torch.no_grad()
+def generate_texts(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    coefficients: torch.Tensor | Sequence[float] | None = None,
+    max_new_tokens: int = 30,
+    batch_size: int = 8,
+    do_sample: bool = False,
+    seed: int | None = None,
+    progress: bool = False,
+) -> list[str]:
+    """The continuation of each prompt (left-padded batches; greedy unless ``do_sample``).
+
+    Example:
+        >>> generate_texts(steered, tok, prompts, coefficients=torch.tensor([0.0, 8.0]))
+    """
+    device = model_device(model)
+    limit = context_length(model)
+    texts: list[str] = []
+    sampling = {"do_sample": True} if do_sample else {
+        # Greedy: clear sampling settings a checkpoint's generation config may carry.
+        "do_sample": False, "temperature": None, "top_p": None, "top_k": None,
+    }
+    for part in tqdm(_chunks(len(prompts), batch_size), desc="generate", disable=not progress,
+                     leave=False):
+        batch = encode_batch(tokenizer, prompts[part], max_length=limit, device=device)
+        if seed is not None:
+            torch.manual_seed(seed + part.start)
+        bound = with_coefficient(model, _coef_slice(coefficients, part))
+        out = bound.generate(
+            **batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+            **sampling,
+        )
+        width = batch["input_ids"].shape[1]
+        texts.extend(tokenizer.batch_decode(out[:, width:], skip_special_tokens=True))
+    return texts
+
+
+@dataclass
+class ItemResult:
+    """One scored prompt: the answer read, and the evidence (letter probabilities or text).
+
+    Example:
+        >>> ItemResult(0, target="A", answer="B", text="(B) False").score
+        -1
+    """
+
+    index: int
+    target: str
+    answer: str | None
+    probs: dict[str, float] | None = None
+    text: str | None = None
+
+    @property
+    def score(self) -> int:
+        """+1 for the target answer, -1 for another answer, 0 for no answer."""
+        if self.answer is None:
+            return 0
+        return 1 if self.answer == self.target else -1
+
+    @property
+    def target_prob(self) -> float | None:
+        """P(target letter | one of the options), for the letter scorer."""
+        if not self.probs:
+            return None
+        total = sum(self.probs.values())
+        return self.probs[self.target] / total if total > 0 else None
+
+
+@dataclass
+class ABResult:
+    """Rates of one evaluation: target (honest/correct/matching), other, and unparsed answers.
+
+    Example:
+        >>> res = evaluate_ab(model, tok, items)
+        >>> print(res.target)  # 81.0% [75.0, 85.8] (n=200)
+    """
+
+    scorer: str
+    condition: str
+    target: Rate
+    other: Rate
+    unparsed: Rate
+    mean_target_prob: float | None
+    behaviour: float
+    records: list[ItemResult] = field(default_factory=list, repr=False)
+
+    @property
+    def n(self) -> int:
+        return self.target.n
+
+    def row(self) -> dict:
+        """A flat table row (no per-item records)."""
+        row = {"condition": self.condition, "scorer": self.scorer, "n": self.n}
+        for name in ("target", "other", "unparsed"):
+            r: Rate = getattr(self, name)
+            row.update({f"{name}_rate": r.value, f"{name}_low": r.low, f"{name}_high": r.high})
+        row["mean_target_prob"] = self.mean_target_prob
+        row["behaviour"] = self.behaviour
+        return row
+
+
+def summarize(records: Sequence[ItemResult], scorer: str, condition: str = "none",
+              confidence: float = 0.95) -> ABResult:
+    """Aggregate per-item results into an :class:`ABResult`.
+
+    Example:
+        >>> summarize(score_items(model, tok, items), "letter").target.value
+    """
+    n = len(records)
+    hits = sum(r.score == 1 for r in records)
+    misses = sum(r.score == -1 for r in records)
+    probs = [r.target_prob for r in records if r.target_prob is not None]
+    return ABResult(
+        scorer=scorer,
+        condition=condition,
+        target=rate(hits, n, confidence),
+        other=rate(misses, n, confidence),
+        unparsed=rate(n - hits - misses, n, confidence),
+        mean_target_prob=sum(probs) / len(probs) if probs else None,
+        behaviour=(hits - misses) / n if n else float("nan"),
+        records=list(records),
+    )
+
+
+def score_items(
+    model,
+    tokenizer,
+    items: Sequence[ABItem],
+    scorer: str = "letter",
+    *,
+    systems: Sequence[str | None] | str | None = None,
+    coefficients: torch.Tensor | Sequence[float] | None = None,
+    answer_prefix: str | None = None,
+    batch_size: int = 16,
+    max_new_tokens: int = 30,
+    progress: bool = False,
+) -> list[ItemResult]:
+    """Score each item (optionally with a per-item system prompt and coefficient).
+
+    ``answer_prefix`` defaults to ``"("`` for the letter scorer and ``""`` for generation.
+
+    Example:
+        >>> results = score_items(model, tok, items, "generate", systems=HONEST_PERSONA)
+    """
+    if scorer not in SCORERS:
+        raise ValueError(f"unknown scorer {scorer!r}: use one of {SCORERS}")
+    if not items:
+        raise ValueError("no items to evaluate")
+    if systems is None or isinstance(systems, str):
+        systems = [systems] * len(items)
+    if len(systems) != len(items):
+        raise ValueError("give one system prompt per item")
+    if answer_prefix is None:
+        answer_prefix = "(" if scorer == "letter" else ""
+    prompts = [item_prompt(tokenizer, it, sys, answer_prefix) for it, sys in zip(items, systems)]
+    if scorer == "letter":
+        probs = score_letters(
+            model, tokenizer, prompts, [it.letters for it in items], coefficients=coefficients,
+            batch_size=batch_size, progress=progress,
+        )
+        return [
+            ItemResult(i, it.target, max(p, key=p.get), probs=p)
+            for i, (it, p) in enumerate(zip(items, probs))
+        ]
+    texts = generate_texts(
+        model, tokenizer, prompts, coefficients=coefficients, max_new_tokens=max_new_tokens,
+        batch_size=batch_size, progress=progress,
+    )
+    return [
+        ItemResult(i, it.target, parse_answer(text, it.letters, it.aliases), text=text)
+        for i, (it, text) in enumerate(zip(items, texts))
+    ]
+
+
+def evaluate_ab(
+    model,
+    tokenizer,
+    items: Sequence[ABItem],
+    scorer: str = "letter",
+    *,
+    system: str | None = None,
+    condition: str = "none",
+    answer_prefix: str | None = None,
+    batch_size: int = 16,
+    max_new_tokens: int = 30,
+    progress: bool = False,
+) -> ABResult:
+    """Evaluate ``items`` with one scorer under one system prompt.
+
+    Example:
+        >>> res = evaluate_ab(model, tok, load_items("caa/test_refusal_ab.json"), "letter")
+        >>> res.target.value, res.target.low, res.target.high
+    """
+    records = score_items(
+        model, tokenizer, items, scorer, systems=system, answer_prefix=answer_prefix,
+        batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress,
+    )
+    return summarize(records, scorer, condition)
+
+
+def evaluate_honesty(
+    model,
+    tokenizer,
+    items: Sequence[ABItem],
+    scorer: str = "generate",
+    *,
+    conditions: Sequence[str] | Mapping[str, str | None] = ("honest", "dishonest"),
+    **kwargs,
+) -> dict[str, ABResult]:
+    """The published protocol: honest-answer rates under the honest and dishonest personas.
+
+    ``conditions`` names entries of :data:`CONDITIONS` or maps names to system prompts. The
+    "honest" rate of a condition is its target rate (a true claim answered true, a false one
+    false); the "dishonest" rate is the other-answer rate.
+
+    Example:
+        >>> res = evaluate_honesty(model, tok, load_items("facts_true_false.csv", limit=200))
+        >>> res["dishonest"].target  # honest answers although told to lie
+    """
+    if not isinstance(conditions, Mapping):
+        unknown = [c for c in conditions if c not in CONDITIONS]
+        if unknown:
+            raise ValueError(f"unknown conditions {unknown}: use {sorted(CONDITIONS)} or a mapping")
+        conditions = {c: CONDITIONS[c] for c in conditions}
+    return {
+        name: evaluate_ab(model, tokenizer, items, scorer, system=system, condition=name, **kwargs)
+        for name, system in conditions.items()
+    }

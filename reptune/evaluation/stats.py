@@ -1,0 +1,128 @@
+"""Intervals: Wilson score intervals for rates, paired bootstrap intervals for differences."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.stats import binomtest, bootstrap
+
+__all__ = ["Rate", "wilson_interval", "rate", "PairedDifference", "paired_bootstrap"]
+
+
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for ``k`` successes out of ``n`` (``(nan, nan)`` when ``n == 0``).
+
+    Example:
+        >>> low, high = wilson_interval(81, 100)  # (0.722, 0.875)
+    """
+    if n < 0 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return (math.nan, math.nan)
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
+
+
+@dataclass(frozen=True)
+class Rate:
+    """A proportion ``k / n`` with its Wilson interval.
+
+    Example:
+        >>> rate(81, 100).as_dict()["low"]
+    """
+
+    k: int
+    n: int
+    value: float
+    low: float
+    high: float
+    confidence: float = 0.95
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{100 * self.value:.1f}% [{100 * self.low:.1f}, {100 * self.high:.1f}] (n={self.n})"
+
+
+def rate(k: int, n: int, confidence: float = 0.95) -> Rate:
+    """The :class:`Rate` ``k / n`` with its Wilson interval.
+
+    Example:
+        >>> str(rate(162, 200))
+        '81.0% [75.0, 85.8] (n=200)'
+    """
+    low, high = wilson_interval(k, n, confidence)
+    return Rate(int(k), int(n), k / n if n else math.nan, low, high, confidence)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """A statistic of model B minus the same statistic of model A, with a bootstrap interval.
+
+    Example:
+        >>> diff = paired_bootstrap((a, b), mean_difference)
+        >>> diff.estimate, diff.low, diff.high, diff.significant
+    """
+
+    estimate: float
+    low: float
+    high: float
+    standard_error: float
+    n: int
+    confidence: float
+    method: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def significant(self) -> bool:
+        """True when the interval excludes zero."""
+        return not (self.low <= 0.0 <= self.high)
+
+
+def paired_bootstrap(
+    data: Sequence[Sequence[float]],
+    statistic: Callable[..., np.ndarray],
+    *,
+    n_resamples: int = 9999,
+    confidence: float = 0.95,
+    method: str = "BCa",
+    seed: int = 0,
+) -> PairedDifference:
+    """Bootstrap interval of ``statistic(*data)`` resampling the *units* (columns) jointly.
+
+    ``data`` holds equally long arrays measured on the same units (e.g. per-window NLL of two
+    models); ``statistic`` takes them and an ``axis`` keyword (vectorised, as in
+    :func:`scipy.stats.bootstrap`). Resampling keeps the pairing, so the interval reflects the
+    variation between units, not between models.
+
+    Example:
+        >>> diff = paired_bootstrap((a, b), lambda a, b, axis=-1: (b - a).mean(axis=axis))
+    """
+    arrays = [np.asarray(x, dtype=float) for x in data]
+    n = len(arrays[0])
+    if any(len(x) != n for x in arrays):
+        raise ValueError("paired data must have the same length for every sample")
+    if n < 2:
+        raise ValueError(f"a bootstrap needs at least 2 paired units, got {n}")
+    estimate = float(statistic(*arrays, axis=-1))
+    with warnings.catch_warnings():
+        # BCa warns and returns NaN on degenerate data (all resamples equal); handled below.
+        warnings.simplefilter("ignore")
+        result = bootstrap(
+            arrays, statistic, paired=True, vectorized=True, n_resamples=n_resamples,
+            confidence_level=confidence, method=method, rng=np.random.default_rng(seed),
+        )
+    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    if math.isnan(low) or math.isnan(high):
+        # Every resample gives the same value (e.g. identical models): the interval is a point.
+        low = high = estimate
+    return PairedDifference(
+        estimate, low, high, float(result.standard_error), n, confidence, method
+    )

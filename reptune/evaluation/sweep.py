@@ -1,0 +1,165 @@
+"""Steering sweeps: layers x coefficients (and the ablation condition), batched per layer.
+
+For each layer the rows ``condition x coefficient x item`` are scored in shared batches, each row
+carrying its own coefficient (per-row coefficients of :class:`~reptune.steering.SteeredModel`).
+The result is one table row per (layer, mode, coefficient, condition) with the rates of
+:class:`~reptune.evaluation.ab.ABResult`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..hooks import Positions
+from ..steering import SteeredModel
+from ..vectors import SteeringVectors
+from .ab import CONDITIONS, ABResult, ItemResult, score_items, summarize
+from .datasets import ABItem
+
+__all__ = ["SweepResult", "resolve_conditions", "steering_sweep"]
+
+
+def resolve_conditions(
+    conditions: Sequence[str] | Mapping[str, str | None] | None,
+) -> dict[str, str | None]:
+    """Condition name -> system prompt; names refer to :data:`~reptune.evaluation.ab.CONDITIONS`.
+
+    Example:
+        >>> resolve_conditions(["honest", "dishonest"])
+    """
+    if conditions is None:
+        return {"none": None}
+    if isinstance(conditions, Mapping):
+        return dict(conditions)
+    unknown = [c for c in conditions if c not in CONDITIONS]
+    if unknown:
+        raise ValueError(f"unknown conditions {unknown}: use {sorted(CONDITIONS)} or a mapping")
+    return {c: CONDITIONS[c] for c in conditions}
+
+
+@dataclass
+class SweepResult:
+    """Sweep rows plus the underlying :class:`ABResult` of each cell.
+
+    ``rows`` are flat dicts (``layer``, ``mode``, ``coefficient``, ``condition``, rates...) ready
+    for CSV/JSON; ``results`` maps ``(layer, mode, coefficient, condition)`` to the full result.
+
+    Example:
+        >>> res = steering_sweep(model, tok, vecs, items, layers=[12], coefficients=[-4, 0, 4])
+        >>> res.rows[0]["target_rate"]
+    """
+
+    rows: list[dict] = field(default_factory=list)
+    results: dict[tuple, ABResult] = field(default_factory=dict, repr=False)
+
+    def add(self, key: tuple, result: ABResult, extra: Mapping | None = None) -> None:
+        layer, mode, coefficient, condition = key
+        row = {"layer": layer, "mode": mode, "coefficient": coefficient}
+        row.update(extra or {})
+        row.update(result.row())
+        row["condition"] = condition
+        self.rows.append(row)
+        self.results[key] = result
+
+    def save(self, directory: str | Path, name: str = "sweep") -> dict[str, Path]:
+        """Write ``<name>.csv``, ``<name>.json`` and ``<name>.png`` (target rate) into
+        ``directory``.
+
+        Example:
+            >>> paths = steering_sweep(...).save("runs/honesty/sweep")
+        """
+        from .plots import plot_sweep
+        from .tables import write_table
+
+        directory = Path(directory)
+        series = ("model", "layer") if any("model" in r for r in self.rows) else ("layer",)
+        csv_path, json_path = write_table(self.rows, directory / name)
+        png = plot_sweep(self.rows, directory / f"{name}.png", series=series)
+        return {"csv": csv_path, "json": json_path, "png": png}
+
+
+def _cells(items, conditions, coefficients):
+    """Flatten (condition, coefficient, item) into per-row systems, coefficients and keys."""
+    systems, coefs, keys = [], [], []
+    for name, system in conditions.items():
+        for coef in coefficients:
+            systems.extend([system] * len(items))
+            coefs.extend([coef] * len(items))
+            keys.extend([(name, coef)] * len(items))
+    return systems, coefs, keys
+
+
+def _group(records: Sequence[ItemResult], keys, n_items: int) -> dict[tuple, list[ItemResult]]:
+    groups: dict[tuple, list[ItemResult]] = {}
+    for i, (record, key) in enumerate(zip(records, keys)):
+        record.index = i % n_items  # index within the item list, not within the flat batch
+        groups.setdefault(key, []).append(record)
+    return groups
+
+
+def steering_sweep(
+    model,
+    tokenizer,
+    vectors: SteeringVectors,
+    items: Sequence[ABItem],
+    layers: Sequence[int],
+    coefficients: Sequence[float],
+    *,
+    ablate: bool = False,
+    scorer: str = "letter",
+    conditions: Sequence[str] | Mapping[str, str | None] | None = None,
+    positions: Positions = "all",
+    answer_prefix: str | None = None,
+    batch_size: int = 16,
+    max_new_tokens: int = 30,
+    extra: Mapping | None = None,
+    progress: bool = True,
+) -> SweepResult:
+    """Score ``items`` steered at each layer with each coefficient (plus ablation if asked).
+
+    ``coefficients`` are multiples of each layer's vector as stored (normalise the vectors first
+    for unit-norm steering); include 0 for the unsteered baseline. ``extra`` adds fixed columns
+    to every row (e.g. ``{"model": "rep-tuned"}``).
+
+    Example:
+        >>> res = steering_sweep(model, tok, vecs, items, [10, 14], [-8, -4, 0, 4, 8],
+        ...                      ablate=True, conditions=["honest", "dishonest"])
+    """
+    if not layers or not (coefficients or ablate):
+        raise ValueError("a sweep needs at least one layer and one coefficient (or ablate=True)")
+    conditions = resolve_conditions(conditions)
+    result = SweepResult()
+    n = len(items)
+    bar = tqdm(total=len(layers) * (1 + ablate), desc="sweep", disable=not progress)
+    for layer in layers:
+        if coefficients:
+            steered = SteeredModel(model, vectors, layers=[layer], positions=positions)
+            systems, coefs, keys = _cells(items, conditions, coefficients)
+            records = score_items(
+                steered, tokenizer, list(items) * (len(keys) // n), scorer, systems=systems,
+                coefficients=torch.tensor(coefs, dtype=torch.float32), answer_prefix=answer_prefix,
+                batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress,
+            )
+            for (name, coef), group in _group(records, keys, n).items():
+                result.add((layer, "add", float(coef), name), summarize(group, scorer, name),
+                           extra)
+            bar.update()
+        if ablate:
+            steered = SteeredModel(model, vectors, layers=[layer], mode="ablate",
+                                   positions=positions)
+            systems, _, keys = _cells(items, conditions, [None])
+            records = score_items(
+                steered, tokenizer, list(items) * len(conditions), scorer, systems=systems,
+                answer_prefix=answer_prefix, batch_size=batch_size,
+                max_new_tokens=max_new_tokens, progress=progress,
+            )
+            for (name, _), group in _group(records, keys, n).items():
+                result.add((layer, "ablate", None, name), summarize(group, scorer, name), extra)
+            bar.update()
+    bar.close()
+    return result

@@ -1,0 +1,121 @@
+"""Steering sweeps: the batched sweep equals running each cell on its own; robustness merge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_model, make_tokenizer
+
+from reptune.evaluation.ab import evaluate_ab
+from reptune.evaluation.datasets import load_items
+from reptune.evaluation.plots import plot_sweep
+from reptune.evaluation.robustness import negative_multiples, plot_robustness, robustness_sweep
+from reptune.evaluation.sweep import resolve_conditions, steering_sweep
+from reptune.evaluation.tables import write_table
+from reptune.pairs import HONEST_PERSONA
+from reptune.steering import SteeredModel
+from reptune.vectors import SteeringVectors
+
+FIXTURES = Path(__file__).parent / "fixtures" / "eval"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny models: thread hand-offs cost more than the matrix products, above all on a busy
+    # machine, so these tests run single-threaded (restored afterwards).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _model(seed=0):
+    model = make_model("llama", seed=seed)
+    model.config.max_position_embeddings = 512  # persona prompts are longer than 128 tokens
+    return model
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(1)
+    vecs = SteeringVectors({1: torch.randn(32) * 2, 2: torch.randn(32) * 2})
+    return _model(), make_tokenizer(), vecs, load_items(FIXTURES / "claims.csv")
+
+
+def test_batched_sweep_equals_sequential(setup):
+    model, tok, vecs, items = setup
+    coefficients = [-4.0, 0.0, 3.0]
+    res = steering_sweep(model, tok, vecs, items, [1, 2], coefficients, ablate=True,
+                         conditions=["none", "honest"], batch_size=5, progress=False)
+    assert len(res.rows) == 2 * (3 + 1) * 2
+    for (layer, mode, coef, cond), batched in res.results.items():
+        system = {"none": None, "honest": HONEST_PERSONA}[cond]
+        if mode == "add":
+            single = SteeredModel(model, vecs, layers=[layer], coefficient=coef)
+        else:
+            single = SteeredModel(model, vecs, layers=[layer], mode="ablate")
+        ref = evaluate_ab(single, tok, items, "letter", system=system, batch_size=len(items))
+        assert [r.index for r in batched.records] == list(range(len(items)))
+        for got, want in zip(batched.records, ref.records):
+            assert got.answer == want.answer
+            for letter in ("A", "B"):
+                assert got.probs[letter] == pytest.approx(want.probs[letter], abs=1e-5)
+        assert batched.target == ref.target
+
+
+def test_batched_generation_sweep_equals_sequential(setup):
+    model, tok, vecs, items = setup
+    res = steering_sweep(model, tok, vecs, items[:2], [2], [0.0, 30.0], scorer="generate",
+                         max_new_tokens=3, batch_size=4, progress=False)
+    for (layer, _, coef, _), batched in res.results.items():
+        single = SteeredModel(model, vecs, layers=[layer], coefficient=coef)
+        ref = evaluate_ab(single, tok, items[:2], "generate", max_new_tokens=3)
+        assert [r.text for r in batched.records] == [r.text for r in ref.records]
+
+
+def test_sweep_rows_tables_and_plots(setup, tmp_path):
+    model, tok, vecs, items = setup
+    res = steering_sweep(model, tok, vecs, items[:2], [1], [-2.0, 2.0], ablate=True,
+                         progress=False)
+    row = res.rows[0]
+    assert {"layer", "mode", "coefficient", "condition", "target_rate", "target_low",
+            "target_high", "behaviour", "mean_target_prob", "n"} <= set(row)
+    assert [r["mode"] for r in res.rows] == ["add", "add", "ablate"]
+    assert res.rows[-1]["coefficient"] is None
+    csv_path, json_path = write_table(res.rows, tmp_path / "sweep")
+    assert csv_path.read_text().startswith("layer,mode,coefficient")
+    png = plot_sweep(res.rows, tmp_path / "plots" / "sweep.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    saved = res.save(tmp_path / "saved")
+    assert sorted(p.name for p in saved.values()) == ["sweep.csv", "sweep.json", "sweep.png"]
+    with pytest.raises(ValueError, match="at least one layer"):
+        steering_sweep(model, tok, vecs, items, [], [1.0])
+
+
+def test_robustness_runs_every_model_on_the_negative_grid(setup, tmp_path):
+    _, tok, vecs, items = setup
+    assert negative_multiples([4, 8, -8]) == [-8.0, -4.0, 0.0]
+    assert negative_multiples([4], include_zero=False) == [-4.0]
+    loaded = []
+
+    def load_tuned():
+        loaded.append(True)
+        return _model(seed=3)
+
+    res = robustness_sweep([("base", _model()), ("tuned", load_tuned)], tok, vecs, items[:2],
+                           [1], [4.0], progress=False)
+    assert loaded == [True]
+    assert [(r["model"], r["coefficient"]) for r in res.rows] == [
+        ("base", -4.0), ("base", 0.0), ("tuned", -4.0), ("tuned", 0.0)]
+    assert ("tuned", 1, "add", -4.0, "none") in res.results
+    assert plot_robustness(res.rows, tmp_path / "robust.png").is_file()
+
+
+def test_resolve_conditions():
+    assert resolve_conditions(None) == {"none": None}
+    assert resolve_conditions(["honest"]) == {"honest": HONEST_PERSONA}
+    assert resolve_conditions({"custom": "Be brief."}) == {"custom": "Be brief."}
+    with pytest.raises(ValueError, match="unknown conditions"):
+        resolve_conditions(["evil"])
