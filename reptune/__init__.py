@@ -25,6 +25,20 @@ from .pairs import (
 from .steering import SteeredModel
 from .vectors import SteeringVectors
 
+# The trainer pulls in transformers.Trainer (seconds to import): loaded on first use.
+_LAZY = {"RepTuneConfig": "reptune.training", "RepTuneTrainer": "reptune.training"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'reptune' has no attribute {name!r}")
+
+
 __all__ = [
     "__version__",
     "DEFAULT_MODEL",
@@ -33,6 +47,8 @@ __all__ = [
     "Claim",
     "ContrastivePair",
     "Recorder",
+    "RepTuneConfig",
+    "RepTuneTrainer",
     "SteeredModel",
     "SteeringVectors",
     "claims_to_pairs",

@@ -7,7 +7,13 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["ensure_pad_token", "encode_batch", "context_length", "position_ids_from_mask"]
+__all__ = [
+    "adds_bos",
+    "context_length",
+    "encode_batch",
+    "ensure_pad_token",
+    "position_ids_from_mask",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +56,9 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def _adds_bos(tokenizer, text: str) -> bool:
+def adds_bos(tokenizer, text: str) -> bool:
+    """Whether tokenizing ``text`` should add special tokens (not when it already starts with
+    BOS)."""
     # Chat templates already start with BOS for some models (Llama); do not add a second one.
     bos = getattr(tokenizer, "bos_token", None)
     return not (bos and text.startswith(bos))
@@ -76,7 +84,7 @@ def encode_batch(
     """
     ensure_pad_token(tokenizer)
     ids = [
-        tokenizer(text, add_special_tokens=_adds_bos(tokenizer, text))["input_ids"]
+        tokenizer(text, add_special_tokens=adds_bos(tokenizer, text))["input_ids"]
         for text in texts
     ]
     if max_length is not None:

@@ -1,0 +1,36 @@
+"""Representation tuning: fine-tune with a token loss plus a cosine loss on chosen activations.
+
+Example:
+    >>> from reptune.training import RepTuneConfig, RepTuneTrainer
+    >>> args = RepTuneConfig(output_dir="runs/honest", rep_layers=[11, 12, 13], rep_positions="-7")
+    >>> RepTuneTrainer(model, args, vectors=vectors, train_dataset=rows,
+    ...                processing_class=tokenizer).train()
+"""
+
+from .collator import RepTuneCollator, parse_positions, position_mask
+from .config import RepTuneConfig
+from .losses import TARGETS, cosine_loss, cosine_to_vector, representation_loss, retain_loss
+from .trainer import (
+    REPTUNE_CONFIG_NAME,
+    REPTUNE_VECTORS_DIR,
+    RepTuneLossMixin,
+    RepTuneTrainer,
+    freeze_except_layers,
+)
+
+__all__ = [
+    "REPTUNE_CONFIG_NAME",
+    "REPTUNE_VECTORS_DIR",
+    "TARGETS",
+    "RepTuneCollator",
+    "RepTuneConfig",
+    "RepTuneLossMixin",
+    "RepTuneTrainer",
+    "cosine_loss",
+    "cosine_to_vector",
+    "freeze_except_layers",
+    "parse_positions",
+    "position_mask",
+    "representation_loss",
+    "retain_loss",
+]

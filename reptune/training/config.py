@@ -1,0 +1,227 @@
+"""RepTuneConfig: the training arguments of representation tuning (trl's config style)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import TrainingArguments
+
+from .collator import parse_positions
+from .losses import TARGETS
+
+__all__ = ["RepTuneConfig", "REP_FIELDS", "parse_param_lrs"]
+
+#: The reptune-specific fields, saved as ``reptune_config.json`` next to every checkpoint.
+REP_FIELDS = (
+    "vectors",
+    "rep_layers",
+    "rep_positions",
+    "rep_target",
+    "rep_weight",
+    "lm_weight",
+    "retain_weight",
+    "retain_layers",
+    "retain_positions",
+    "max_length",
+    "completion_eos",
+    "train_layers",
+    "train_modules",
+    "param_lrs",
+    "rep_params",
+    "lm_params",
+    "layer_path",
+)
+
+
+def parse_param_lrs(items) -> list[tuple[str, float]]:
+    """``["self_attn\\.(v|o)_proj=1e-5"]`` -> ``[(pattern, 1e-5)]`` (patterns are regexes).
+
+    Example:
+        >>> parse_param_lrs(["v_proj=1e-5"])
+        [('v_proj', 1e-05)]
+    """
+    out = []
+    for item in items or ():
+        pattern, sep, value = str(item).rpartition("=")
+        if not sep or not pattern:
+            raise ValueError(f"param_lrs entry {item!r} must look like 'REGEX=LR'")
+        try:
+            lr = float(value)
+            re.compile(pattern)
+        except (ValueError, re.error) as err:
+            raise ValueError(f"param_lrs entry {item!r}: {err}") from err
+        out.append((pattern, lr))
+    return out
+
+
+@dataclass
+class RepTuneConfig(TrainingArguments):
+    r"""Configuration of [`RepTuneTrainer`]: the Trainer's arguments plus the dual loss.
+
+    The loss is ``lm_weight * token_CE + rep_weight * cosine + retain_weight * retain``. The
+    defaults are the published recipe (GUIDE §1): ``toward`` = ``(1 - cos)/2``, ``away`` = the
+    same with ``-v``, ``orthogonal`` = ``|cos|``, averaged over layers and selected positions;
+    ``0.01 * CE + 1 * cosine``; no retain term. ``rep_weight=0`` (with ``lm_weight=1``) is the
+    token-only "truth/lie-tuned" baseline and gives exactly the plain Trainer's loss.
+
+    The published optimiser settings, to pass yourself: full fine-tuning of layers 11-17
+    (``train_layers``), ``learning_rate=1e-6`` with ``param_lrs=["self_attn\.(v|o)_proj=1e-5"]``,
+    ``adam_epsilon=1e-4``, ``weight_decay=0.1``, ``warmup_steps=10``, batch 4, 3 epochs.
+
+    Example:
+        >>> args = RepTuneConfig(output_dir="runs/honest", vectors="runs/vectors",
+        ...                      rep_layers=[11, 12, 13], rep_positions="-7")
+    """
+
+    # Typed ``str`` for the command line; in Python an object is accepted as well.
+    vectors: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of the steering vectors (SteeringVectors.save). In Python a "
+            "SteeringVectors object or a {layer: tensor} dict is accepted too; the trainer's "
+            "`vectors=` argument takes precedence."
+        },
+    )
+    rep_layers: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Layers (decoder-block outputs) the cosine loss acts on. Default: every layer "
+            "that has a vector."
+        },
+    )
+    rep_positions: str = field(
+        default="-7",
+        metadata={
+            "help": "Positions of the cosine loss: 'all', 'prompt', 'completion', an offset from "
+            "the end of the prompt (-1 = last prompt token; the published -7) or a comma-separated "
+            "list of offsets (on the command line: --rep_positions=-7,-6)."
+        },
+    )
+    rep_target: str = field(
+        default="toward",
+        metadata={
+            "help": "Pull the activations 'toward' the vector ((1 - cos)/2), 'away' from it "
+            "((1 + cos)/2) or make them 'orthogonal' to it (|cos|).",
+            "choices": list(TARGETS),
+        },
+    )
+    rep_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the cosine loss (0 = token-only baseline)."}
+    )
+    lm_weight: float = field(
+        default=0.01, metadata={"help": "Weight of the token (causal LM) loss; published 0.01."}
+    )
+    retain_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the retain loss: L2 distance between the tuned and the original "
+            "model's activations at `retain_layers` (0 = off). With a PEFT model the original "
+            "comes from one extra no-grad pass with the adapter disabled."
+        },
+    )
+    retain_layers: list[int] | None = field(
+        default=None,
+        metadata={"help": "Layers of the retain loss. Default: `rep_layers`."},
+    )
+    retain_positions: str = field(
+        default="all",
+        metadata={"help": "Positions of the retain loss (same language as `rep_positions`)."},
+    )
+    max_length: int | None = field(
+        default=None,
+        metadata={"help": "Truncate prompt + completion to this many tokens (None = no limit)."},
+    )
+    completion_eos: bool = field(
+        default=True, metadata={"help": "Append the EOS token to every completion."}
+    )
+    train_layers: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Full fine-tuning of these decoder blocks only (published: 11-17); every "
+            "other parameter is frozen. Not with a PEFT model."
+        },
+    )
+    train_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "With `train_layers`: regexes on parameter names inside those blocks that "
+            "train (e.g. 'self_attn'); default: all of them."
+        },
+    )
+    param_lrs: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Per-group learning rates as 'REGEX=LR' (first match wins; the rest use "
+            "`learning_rate`). Published: 'self_attn\\.(v|o)_proj=1e-5' with learning_rate 1e-6."
+        },
+    )
+    rep_params: str | None = field(
+        default=None,
+        metadata={
+            "help": "Gradient routing: a regex on parameter names; the cosine and retain losses "
+            "reach only the trainable parameters it matches (default: all)."
+        },
+    )
+    lm_params: str | None = field(
+        default=None,
+        metadata={
+            "help": "Gradient routing: a regex; the token loss reaches only the trainable "
+            "parameters it matches (default: all)."
+        },
+    )
+    layer_path: str | None = field(
+        default=None,
+        metadata={"help": "Attribute path of the decoder-block list, for unknown architectures."},
+    )
+
+    def __post_init__(self):
+        if self.rep_target not in TARGETS:
+            raise ValueError(f"unknown rep_target {self.rep_target!r}: use one of {TARGETS}")
+        for name in ("rep_weight", "lm_weight", "retain_weight"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if self.rep_weight == 0 and self.lm_weight == 0 and self.retain_weight == 0:
+            raise ValueError("all loss weights are 0: nothing to train")
+        parse_positions(self.rep_positions)
+        parse_positions(self.retain_positions)
+        for name in ("rep_layers", "retain_layers", "train_layers"):
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, name, [value])
+            elif value is not None:
+                if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                    raise TypeError(f"{name} must be a list of ints, got {value!r}")
+                if not value:
+                    raise ValueError(f"{name} is empty: give at least one layer or leave it unset")
+        if isinstance(self.param_lrs, str):
+            self.param_lrs = [self.param_lrs]
+        parse_param_lrs(self.param_lrs)
+        for name in ("rep_params", "lm_params"):
+            if getattr(self, name) is not None:
+                re.compile(getattr(self, name))
+        if self.train_modules is not None and self.train_layers is None:
+            raise ValueError("train_modules needs train_layers")
+        super().__post_init__()
+
+    def rep_settings(self) -> dict[str, Any]:
+        """The reptune fields as JSON-ready values (vector objects become a description)."""
+        out = {name: getattr(self, name) for name in REP_FIELDS}
+        if out["vectors"] is not None and not isinstance(out["vectors"], str):
+            out["vectors"] = _describe_vectors(out["vectors"])
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        # TrainingArguments serialises every field (TensorBoard/W&B hparams, JSON dumps): a vector
+        # object would break that, so it is shown as a description.
+        out = super().to_dict()
+        if out.get("vectors") is not None and not isinstance(out["vectors"], str):
+            out["vectors"] = _describe_vectors(out["vectors"])
+        return out
+
+
+def _describe_vectors(vectors) -> str:
+    layers = getattr(vectors, "layers", None) or sorted(dict(vectors))
+    return f"<{type(vectors).__name__} layers={list(layers)}>"

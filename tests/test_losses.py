@@ -1,0 +1,147 @@
+import math
+
+import pytest
+import torch
+
+from reptune.training.collator import parse_positions, position_mask, prompt_end_from_labels
+from reptune.training.losses import (
+    cosine_loss,
+    cosine_to_vector,
+    representation_loss,
+    retain_loss,
+)
+
+S = 1 / math.sqrt(2)
+# Two rows of three positions in 2-D; the vector is the x axis.
+HIDDEN = torch.tensor(
+    [
+        [[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]],
+        [[-3.0, 0.0], [1.0, -1.0], [0.0, 0.0]],
+    ]
+)
+VEC = torch.tensor([2.0, 0.0])
+COS = [[1.0, 0.0, S], [-1.0, S, 0.0]]  # the zero row gives cos 0, not NaN
+MASK = torch.tensor([[True, True, False], [True, False, True]])
+
+
+def test_cosine_by_hand():
+    torch.testing.assert_close(cosine_to_vector(HIDDEN, VEC), torch.tensor(COS))
+
+
+@pytest.mark.parametrize(
+    "target, per_cos",
+    [
+        ("toward", lambda c: (1 - c) / 2),
+        ("away", lambda c: (1 + c) / 2),
+        ("orthogonal", abs),
+    ],
+)
+def test_representation_loss_by_hand(target, per_cos):
+    selected = [COS[0][0], COS[0][1], COS[1][0], COS[1][2]]
+    # Two layers with the same activations: mean over layers equals the one-layer mean.
+    out = representation_loss({3: HIDDEN, 5: HIDDEN}, {3: VEC, 5: VEC}, MASK, target)
+    expected = sum(per_cos(c) for c in selected) / 4
+    assert out.loss.item() == pytest.approx(expected, abs=1e-6)
+    assert out.count.item() == 4
+    assert out.stat_sums[3].item() == pytest.approx(sum(selected), abs=1e-6)
+    # an explicit normaliser: sum over layers and positions / (layers * N)
+    scaled = representation_loss({3: HIDDEN}, {3: VEC}, MASK, target, num_positions=10)
+    assert scaled.loss.item() == pytest.approx(sum(per_cos(c) for c in selected) / 10, abs=1e-6)
+
+
+def test_cosine_loss_targets_and_bounds():
+    cos = torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0])
+    torch.testing.assert_close(cosine_loss(cos, "toward"), torch.tensor([1, 0.75, 0.5, 0.25, 0]))
+    torch.testing.assert_close(cosine_loss(cos, "away"), torch.tensor([0, 0.25, 0.5, 0.75, 1]))
+    torch.testing.assert_close(cosine_loss(cos, "orthogonal"), torch.tensor([1, 0.5, 0, 0.5, 1]))
+    with pytest.raises(ValueError, match="unknown rep_target"):
+        cosine_loss(cos, "sideways")
+
+
+def test_layers_are_averaged_and_vectors_per_layer():
+    other = torch.tensor([0.0, 1.0])
+    out = representation_loss({1: HIDDEN, 2: HIDDEN}, {1: VEC, 2: other}, MASK, "toward")
+    cos_y = cosine_to_vector(HIDDEN, other)[MASK]
+    cos_x = torch.tensor(COS)[MASK]
+    expected = (((1 - cos_x) / 2).sum() + ((1 - cos_y) / 2).sum()) / (2 * 4)
+    assert out.loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    with pytest.raises(ValueError, match="no vector for layers"):
+        representation_loss({7: HIDDEN}, {1: VEC}, MASK)
+
+
+def test_representation_loss_gradient_and_dtype():
+    h = HIDDEN.clone().to(torch.bfloat16).requires_grad_(True)
+    out = representation_loss({0: h}, {0: VEC}, MASK, "toward")
+    assert out.loss.dtype == torch.float32  # computed in float32 whatever the model's dtype
+    out.loss.backward()
+    assert h.grad is not None and h.grad.dtype == torch.bfloat16
+    assert (h.grad[~MASK] == 0).all()  # unselected positions get no gradient
+    assert torch.isfinite(h.grad.float()).all()
+
+
+def test_retain_loss_by_hand():
+    ref = torch.zeros_like(HIDDEN)
+    out = retain_loss({0: HIDDEN}, {0: ref}, MASK)
+    norms = [1.0, 2.0, 3.0, 0.0]  # |h - 0| at the four selected positions
+    assert out.loss.item() == pytest.approx(sum(norms) / 4, abs=1e-6)
+    assert retain_loss({0: HIDDEN}, {0: HIDDEN.clone()}).loss.item() == 0.0
+    # gradient at h == h_ref is zero, not NaN (first LoRA step)
+    h = HIDDEN.clone().requires_grad_(True)
+    retain_loss({0: h}, {0: HIDDEN.clone()}).loss.backward()
+    assert torch.equal(h.grad, torch.zeros_like(h))
+    # reference carries no gradient even if given with one
+    ref = HIDDEN.clone().requires_grad_(True)
+    tuned = (HIDDEN * 2).requires_grad_(True)
+    retain_loss({0: tuned}, {0: ref}).loss.backward()
+    assert ref.grad is None and tuned.grad is not None
+
+
+def test_empty_selection_is_zero_not_nan():
+    none = torch.zeros_like(MASK)
+    out = representation_loss({0: HIDDEN}, {0: VEC}, none)
+    assert out.loss.item() == 0.0 and out.count.item() == 0
+
+
+def test_parse_positions():
+    assert parse_positions("-7") == [-7]
+    assert parse_positions(" -7,-6 ") == [-7, -6]
+    assert parse_positions("[-2, -1]") == [-2, -1]
+    assert parse_positions(-1) == [-1]
+    assert parse_positions("generated") == "completion"
+    for bad in ("middle", [], [1.5], True):
+        with pytest.raises(ValueError):
+            parse_positions(bad)
+
+
+def test_position_mask_right_and_left_padding():
+    right = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
+    end = torch.tensor([3, 2])
+    assert position_mask(-1, right, end).nonzero().tolist() == [[0, 2], [1, 1]]
+    assert position_mask("completion", right, end).nonzero().tolist() == [
+        [0, 3], [1, 2], [1, 3], [1, 4]]
+    assert position_mask("prompt", right, end).sum().item() == 5
+    assert position_mask([-5], right, end).sum().item() == 0  # before the first token
+    left = torch.tensor([[0, 1, 1, 1]])
+    assert position_mask(-1, left, torch.tensor([3])).nonzero().tolist() == [[0, 2]]
+    labels = torch.tensor([[-100, -100, -100, 7, -100], [-100, -100, 5, 6, 7]])
+    assert prompt_end_from_labels(labels, right).tolist() == [3, 2]
+
+
+def test_sparse_gradient_equals_dense():
+    """The memory-saving sparse gradient gives the same parameter gradients."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(4, 4)
+    x = torch.randn(3, 6, 4)
+    mask = torch.zeros(3, 6, dtype=torch.bool)
+    mask[0, 2] = mask[2, 5] = True
+    grads = []
+    for sparse in (False, True):
+        layer.zero_grad()
+        h = layer(x)  # a "block output" that the rest of the model also uses
+        rest = layer(h).tanh().sum()
+        rep = representation_loss({0: h}, {0: torch.ones(4)}, mask, sparse_grad=sparse).loss
+        keep = retain_loss({0: h}, {0: x}, mask, sparse_grad=sparse).loss
+        (rest + rep + keep).backward()
+        grads.append((layer.weight.grad.clone(), layer.bias.grad.clone()))
+    for dense, sparse in zip(*grads):
+        torch.testing.assert_close(sparse, dense)
