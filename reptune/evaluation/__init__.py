@@ -23,8 +23,10 @@ _EXPORTS = {
     "loading": ("load_for_evaluation",),
     "letters": ("letter_probabilities", "letter_token_ids", "next_token_log_probs"),
     "parsing": ("CLAIM_ALIASES", "find_answer", "parse_answer"),
-    "perplexity": ("PerplexityResult", "compare_perplexity", "load_text", "perplexity",
-                   "sliding_windows", "window_nll"),
+    # The function ``perplexity`` is not re-exported: the submodule of that name would shadow
+    # it. Import it from reptune.evaluation.perplexity.
+    "perplexity": ("PerplexityResult", "compare_perplexity", "load_text", "sliding_windows",
+                   "window_nll"),
     "plots": ("plot_sweep", "plot_tradeoff"),
     "report": ("Report", "Section"),
     "robustness": ("negative_multiples", "plot_robustness", "robustness_sweep"),

@@ -61,7 +61,7 @@ class RepTuneConfig(TrainingArguments):
     r"""Configuration of [`RepTuneTrainer`]: the Trainer's arguments plus the dual loss.
 
     The loss is ``lm_weight * token_CE + rep_weight * cosine + retain_weight * retain``. The
-    defaults are the published recipe (GUIDE §1): ``toward`` = ``(1 - cos)/2``, ``away`` = the
+    defaults are the published honesty recipe: ``toward`` = ``(1 - cos)/2``, ``away`` = the
     same with ``-v``, ``orthogonal`` = ``|cos|``, averaged over layers and selected positions;
     ``0.01 * CE + 1 * cosine``; no retain term. ``rep_weight=0`` (with ``lm_weight=1``) is the
     token-only "truth/lie-tuned" baseline and gives exactly the plain Trainer's loss.

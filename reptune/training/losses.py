@@ -3,7 +3,7 @@
 The trainer only wires these to the hook mechanism and to logging; every formula lives here so it
 can be checked against a hand computation.
 
-Published recipe (GUIDE §1): per selected position and layer, ``toward`` = ``(1 - cos) / 2``,
+Published honesty recipe: per selected position and layer, ``toward`` = ``(1 - cos) / 2``,
 ``away`` = the same with ``-v`` = ``(1 + cos) / 2``, ``orthogonal`` = ``|cos|``; averaged over
 layers and positions; combined as ``0.01 * token_CE + 1 * cosine``.
 
