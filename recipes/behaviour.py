@@ -73,7 +73,7 @@ class BehaviourArguments:
     )
     tune_epochs: float = field(default=2.0, metadata={"help": "training epochs for this section"})
     tune_learning_rate: float = field(
-        default=1e-3, metadata={"help": "learning rate of this section's tuning"}
+        default=2e-3, metadata={"help": "learning rate of this section's tuning"}
     )
     tune_lm_weight: float = field(
         default=0.1,
