@@ -27,15 +27,6 @@ from reptune.vectors import SteeringVectors
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: thread hand-offs cost more than the matrix products, above all on a busy
-    # machine, so these tests run single-threaded (restored afterwards).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def setup():

@@ -21,14 +21,6 @@ from reptune.vectors import SteeringVectors
 HAS_LM_EVAL = importlib.util.find_spec("lm_eval") is not None
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: thread hand-offs cost more than the matrix products.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_capability_rows():
     results = {

@@ -23,14 +23,6 @@ FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 TEXT = "the quick brown fox jumps over the lazy dog. I love this wonderful happy day. " * 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: thread hand-offs cost more than the matrix products.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def setup():

@@ -27,14 +27,6 @@ FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 GRID = np.arange(-10, 10.25, 0.25)  # the published grid
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: thread hand-offs cost more than the matrix products.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.parametrize("a,b", [(0.3, -0.2), (0.08, 0.5), (1.5, 0.0)])
 def test_tanh_fit_recovers_planted_parameters(a, b):

@@ -25,15 +25,6 @@ from reptune.training.losses import cosine_to_vector
 from reptune.vectors import SteeringVectors
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models on a shared 2-core machine: one thread avoids OpenMP oversubscription stalls.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def tok():
     return make_tokenizer()

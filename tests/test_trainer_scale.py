@@ -22,13 +22,6 @@ from reptune.training import RepTuneTrainer
 DIST = Path(__file__).parent / "dist"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def _one_step_grads(tmp_path, **ckpt):
     """Gradients of one step of the cosine loss alone (lm_weight 0)."""
