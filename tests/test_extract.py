@@ -132,3 +132,16 @@ def test_diagnostic_plots_and_cli(tmp_path):
     pca = plot_pca_scatter(model, tok, PAIRS, 1, -1, tmp_path / "pca.png")
     for path in (acc, pca):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_missing_pairs_file_fails_before_loading_a_model(tmp_path, monkeypatch, capsys):
+    import reptune.models
+    from reptune.cli import main
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(reptune.models, "load_model", no_load)
+    code = main(["extract", "--pairs", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path)])
+    assert code == 2
+    assert "nope.jsonl does not exist" in capsys.readouterr().err

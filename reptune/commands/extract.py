@@ -77,6 +77,8 @@ def main(argv) -> int:
     from ..extract import extract_vectors
     from ..models import load_model
 
+    if not Path(args.pairs).is_file():  # before loading the model
+        raise FileNotFoundError(f"pairs file {args.pairs} does not exist")
     model, tok = load_model(args.model, dtype=args.dtype)
     pairs = load_pairs_file(args.pairs, tok, args.claims_mode, model, args.filter_known)
     position = args.position[0] if len(args.position) == 1 else args.position
