@@ -10,7 +10,6 @@ evaluation; hand-labelled sentences for checking the scorers. The scorers need n
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from importlib import resources
@@ -119,14 +118,9 @@ def read_jsonl(name: str) -> list[dict]:
         >>> len(read_jsonl("sentiment_eval_prompts.jsonl")) > 0
         True
     """
-    rows = []
-    for n, line in enumerate(data_path(name).read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{name} line {n} is not valid JSON: {err}") from err
-    return rows
+    from ..evaluation.datasets import read_records
+
+    return read_records(data_path(name))
 
 
 def load_sentiment_rows(split: str = "all") -> list[dict]:

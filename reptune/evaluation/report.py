@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import __version__
 from ..vectors import atomic_write
 from .stats import Rate
 from .tables import columns_of, jsonable, markdown_table, write_json, write_table
@@ -34,15 +35,6 @@ __all__ = ["REPORT_MD", "REPORT_JSON", "Section", "Report"]
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("reptune")
-    except PackageNotFoundError:  # running from a source tree
-        return "unknown"
 
 
 @dataclass
@@ -156,7 +148,7 @@ class Report:
         doc = {
             "title": self.title,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "reptune_version": _version(),
+            "reptune_version": __version__,
             "model": self.model,
             "sections": sections,
             "metrics": self.metrics,
