@@ -44,8 +44,10 @@ class BehaviourArguments:
 
     pairs: str = field(
         default="sentiment",
-        metadata={"help": "'sentiment' (shipped pairs) or a pairs file: CAA A/B JSON or JSONL "
-                          "with positive/negative"},
+        metadata={
+            "help": "'sentiment' (shipped pairs) or a pairs file: CAA A/B JSON or JSONL "
+            "with positive/negative"
+        },
     )
     eval_items: str | None = field(
         default=None, metadata={"help": "A/B test items (CAA format) scored by letter probability"}
@@ -62,8 +64,10 @@ class BehaviourArguments:
     eval_prompts: int = field(default=16, metadata={"help": "prompts for generation scoring"})
     eval_prompt_start: int = field(
         default=16,
-        metadata={"help": "first evaluation prompt used: the shipped sentiment settings (layer 10, "
-                          "coefficient range) were chosen on prompts 0-15, so those are skipped"},
+        metadata={
+            "help": "first evaluation prompt used: the shipped sentiment settings (layer 10, "
+            "coefficient range) were chosen on prompts 0-15, so those are skipped"
+        },
     )
     new_tokens: int = field(default=24, metadata={"help": "tokens generated per prompt"})
     eval_limit: int = field(default=100, metadata={"help": "A/B test items used"})
@@ -77,9 +81,11 @@ class BehaviourArguments:
     )
     tune_lm_weight: float = field(
         default=0.1,
-        metadata={"help": "token-loss weight of this section's rep-tuning: more than the "
-                          "honesty default, because the cosine loss at every position otherwise "
-                          "pulls the residual far past the range where steering stays fluent"},
+        metadata={
+            "help": "token-loss weight of this section's rep-tuning: more than the "
+            "honesty default, because the cosine loss at every position otherwise "
+            "pulls the residual far past the range where steering stays fluent"
+        },
     )
     perplexity_window: int = field(default=256, metadata={"help": "perplexity window"})
     perplexity_stride: int = field(default=128, metadata={"help": "perplexity stride"})
@@ -102,23 +108,27 @@ def _load_pairs(bargs: BehaviourArguments, tok, seed: int = 0):
     if bargs.pairs == "sentiment":
         from reptune.behaviours import load_sentiment_pairs, load_sentiment_rows
 
-        rows = [{"prompt": r["prompt"], "completion": r["positive"]}
-                for r in load_sentiment_rows("train")]
+        rows = [
+            {"prompt": r["prompt"], "completion": r["positive"]}
+            for r in load_sentiment_rows("train")
+        ]
         return (load_sentiment_pairs(tok, "train"), load_sentiment_pairs(tok, "test"), rows)
     from reptune.pairs import load_caa_pairs, load_jsonl_pairs, split_pairs
 
     path = resolve_data(bargs.pairs)
     if path.endswith(".jsonl"):
         pairs = load_jsonl_pairs(path)
-        rows = [{"prompt": p.meta["prompt"], "completion": p.meta["completion"]}
-                for p in pairs if "prompt" in p.meta and "completion" in p.meta]
+        rows = [
+            {"prompt": p.meta["prompt"], "completion": p.meta["completion"]}
+            for p in pairs
+            if "prompt" in p.meta and "completion" in p.meta
+        ]
     else:
         import json
 
         pairs = load_caa_pairs(path, tok)
         raw = json.loads(Path(path).read_text())
-        rows = [{"prompt": r["question"], "completion": r["answer_matching_behavior"]}
-                for r in raw]
+        rows = [{"prompt": r["question"], "completion": r["answer_matching_behavior"]} for r in raw]
     train, test = split_pairs(pairs, bargs.test_fraction, seed)
     keep = {p.meta.get("index") for p in train}
     rows = [r for i, r in enumerate(rows) if i in keep] if keep != {None} else rows
@@ -142,7 +152,7 @@ def generation_scores(model, tok, prompts, coefficients, steer=None, new_tokens=
         runner = steer if steer is not None else model
         kwargs = {"coefficient": torch.tensor([c for _, c in part])} if steer is not None else {}
         out = runner.generate(**batch, max_new_tokens=new_tokens, do_sample=False, **kwargs)
-        texts += tok.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        texts += tok.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     judged = model_sentiment_score(judge or model, tok, texts)
     lexicon = sentiment_score(texts)
     by_coef, by_coef_lexicon = {}, {}
@@ -152,8 +162,13 @@ def generation_scores(model, tok, prompts, coefficients, steer=None, new_tokens=
     return by_coef, texts, by_coef_lexicon
 
 
-def run_behaviour_section(bargs: BehaviourArguments | str, margs: ModelArguments,
-                          targs: RepTuneConfig, stages: StageRunner, run_dir: Path) -> dict:
+def run_behaviour_section(
+    bargs: BehaviourArguments | str,
+    margs: ModelArguments,
+    targs: RepTuneConfig,
+    stages: StageRunner,
+    run_dir: Path,
+) -> dict:
     """Run the behaviour's stages under ``run_dir/behaviour``; return a report section."""
     if isinstance(bargs, str):
         bargs = BehaviourArguments(pairs=bargs)
@@ -172,14 +187,20 @@ def run_behaviour_section(bargs: BehaviourArguments | str, margs: ModelArguments
         texts = [p.positive for p in test] + [p.negative for p in test]
         acts = read_activations(model, tok, texts, vecs.layers, -1)
         n = len(test)
-        heldout = {k: float((((a[:n] - a[n:]) @ vecs[k].to(a)) > 0).float().mean())
-                   for k, a in acts.items()}
+        heldout = {
+            k: float((((a[:n] - a[n:]) @ vecs[k].to(a)) > 0).float().mean())
+            for k, a in acts.items()
+        }
         diag = vecs.metadata["diagnostics"]
-        best = bargs.steer_layer if bargs.steer_layer is not None else max(
-            heldout, key=lambda k: (heldout[k], diag[k]["explained_variance"]))
+        best = (
+            bargs.steer_layer
+            if bargs.steer_layer is not None
+            else max(heldout, key=lambda k: (heldout[k], diag[k]["explained_variance"]))
+        )
         # Median: a few attention-sink tokens have norms many times the typical one.
-        norm = float(read_activations(model, tok, texts[:16], [best], "all")[best]
-                     .norm(dim=-1).median())
+        norm = float(
+            read_activations(model, tok, texts[:16], [best], "all")[best].norm(dim=-1).median()
+        )
         return {"heldout": heldout, "best_layer": best, "unit": norm}
 
     info = stages.run("behaviour_vectors", vectors, settings)
@@ -204,26 +225,41 @@ def run_behaviour_section(bargs: BehaviourArguments | str, margs: ModelArguments
 
         steer = SteeredModel(model, vecs, layers=[best])
         if generative:
-            by_coef, texts, lexicon = generation_scores(model, tok, prompts, coefs, steer,
-                                                        bargs.new_tokens)
-            table = [{"coefficient": round(c / unit, 3), **_mean_ci(v),
-                      "lexicon": round(sum(lexicon[c]) / len(lexicon[c]), 4)}
-                     for c, v in by_coef.items()]
-            examples = {round(c / unit, 3): texts[i * len(prompts)]
-                        for i, c in enumerate(coefs)}
+            by_coef, texts, lexicon = generation_scores(
+                model, tok, prompts, coefs, steer, bargs.new_tokens
+            )
+            table = [
+                {
+                    "coefficient": round(c / unit, 3),
+                    **_mean_ci(v),
+                    "lexicon": round(sum(lexicon[c]) / len(lexicon[c]), 4),
+                }
+                for c, v in by_coef.items()
+            ]
+            examples = {round(c / unit, 3): texts[i * len(prompts)] for i, c in enumerate(coefs)}
         else:
             from reptune.evaluation import steering_sweep
 
-            res = steering_sweep(model, tok, vecs, items, [best], coefs, scorer="letter",
-                                 progress=True)
-            table = [{"coefficient": round(r["coefficient"] / unit, 3),
-                      "mean": r["behaviour"], "low": r["target_low"] * 2 - 1,
-                      "high": r["target_high"] * 2 - 1} for r in res.rows]
+            res = steering_sweep(
+                model, tok, vecs, items, [best], coefs, scorer="letter", progress=True
+            )
+            table = [
+                {
+                    "coefficient": round(r["coefficient"] / unit, 3),
+                    "mean": r["behaviour"],
+                    "low": r["target_low"] * 2 - 1,
+                    "high": r["target_high"] * 2 - 1,
+                }
+                for r in res.rows
+            ]
             examples = {}
         means = [r["mean"] for r in table]
         # Undefined (None) when every score is the same.
-        rho = (float(spearmanr([r["coefficient"] for r in table], means).statistic)
-               if len(set(means)) > 1 else None)
+        rho = (
+            float(spearmanr([r["coefficient"] for r in table], means).statistic)
+            if len(set(means)) > 1
+            else None
+        )
         return {"rows": table, "spearman": rho, "examples": examples}
 
     sweep_info = stages.run("behaviour_sweep", sweep, settings)
@@ -233,17 +269,23 @@ def run_behaviour_section(bargs: BehaviourArguments | str, margs: ModelArguments
     lo = max(0, min(best - half, max(vecs.layers) - bargs.num_rep_layers + 1))
     rep_layers = [k for k in range(lo, lo + bargs.num_rep_layers) if k in vecs.layers]
     btargs = dataclasses.replace(
-        targs, rep_layers=rep_layers, rep_positions=bargs.tune_positions,
-        num_train_epochs=bargs.tune_epochs, vectors=str(out_dir / "vectors"),
-        learning_rate=bargs.tune_learning_rate, lm_weight=bargs.tune_lm_weight,
+        targs,
+        rep_layers=rep_layers,
+        rep_positions=bargs.tune_positions,
+        num_train_epochs=bargs.tune_epochs,
+        vectors=str(out_dir / "vectors"),
+        learning_rate=bargs.tune_learning_rate,
+        lm_weight=bargs.tune_lm_weight,
     )
     trained = {}
     for name, token_only in (("rep-tuned", False), ("token-tuned", True)):
         trained[name] = stages.run(
             f"behaviour_tune_{name}",
             lambda name=name, token_only=token_only: train_adapter(
-                margs, btargs, vecs, rows, out_dir / "models" / name, token_only=token_only),
-            settings | {"train": btargs.to_dict()}, main_process_only=False,
+                margs, btargs, vecs, rows, out_dir / "models" / name, token_only=token_only
+            ),
+            settings | {"train": btargs.to_dict()},
+            main_process_only=False,
         )
 
     def evaluate():
@@ -257,20 +299,31 @@ def run_behaviour_section(bargs: BehaviourArguments | str, margs: ModelArguments
             probe = rows[:32] if generative else [{"prompt": i.question} for i in items[:32]]
             cosines[name] = target_cosines(m, t, vecs, probe, rep_layers, "all")
             if generative:
-                by_coef, _, lexicon = generation_scores(m, t, prompts, [0.0], None,
-                                                        bargs.new_tokens, judge=judge)
+                by_coef, _, lexicon = generation_scores(
+                    m, t, prompts, [0.0], None, bargs.new_tokens, judge=judge
+                )
                 stat = _mean_ci(by_coef[0.0]) | {
-                    "lexicon": round(sum(lexicon[0.0]) / len(lexicon[0.0]), 4)}
+                    "lexicon": round(sum(lexicon[0.0]) / len(lexicon[0.0]), 4)
+                }
             else:
                 res = evaluate_ab(m, t, items, "letter")
-                stat = {"mean": res.behaviour, "low": res.target.low * 2 - 1,
-                        "high": res.target.high * 2 - 1}
-            results.append({"model": name, **stat,
-                            **{f"cos_layer_{k}": round(v, 4) for k, v in cosines[name].items()}})
+                stat = {
+                    "mean": res.behaviour,
+                    "low": res.target.low * 2 - 1,
+                    "high": res.target.high * 2 - 1,
+                }
+            results.append(
+                {
+                    "model": name,
+                    **stat,
+                    **{f"cos_layer_{k}": round(v, 4) for k, v in cosines[name].items()},
+                }
+            )
         from reptune.behaviours import load_heldout_text
 
-        ppl = perplexity_rows(models, load_heldout_text(), bargs.perplexity_window,
-                              bargs.perplexity_stride)
+        ppl = perplexity_rows(
+            models, load_heldout_text(), bargs.perplexity_window, bargs.perplexity_stride
+        )
         return {"rows": results, "perplexity": ppl}
 
     eval_info = stages.run("behaviour_evaluate", evaluate, settings | {"t": trained})
@@ -285,9 +338,13 @@ def _plot_sweep(rows, path: Path, layer: int) -> None:
     fig = Figure(figsize=(5, 3.5))
     ax = fig.subplots()
     xs = [r["coefficient"] for r in rows]
-    ax.errorbar(xs, [r["mean"] for r in rows],
-                yerr=[[r["mean"] - r["low"] for r in rows], [r["high"] - r["mean"] for r in rows]],
-                marker="o", capsize=3)
+    ax.errorbar(
+        xs,
+        [r["mean"] for r in rows],
+        yerr=[[r["mean"] - r["low"] for r in rows], [r["high"] - r["mean"] for r in rows]],
+        marker="o",
+        capsize=3,
+    )
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("coefficient (fraction of the median residual norm)")
     ax.set_ylabel("behaviour score")
@@ -304,11 +361,14 @@ def _section(bargs, info, heldout, sweep_info, eval_info, trained, rep_layers, o
     base = next(r for r in eval_info["rows"] if r["model"] == "base")
     tuned = next(r for r in eval_info["rows"] if r["model"] == "rep-tuned")
     moved = tuned["low"] > base["high"] or tuned["high"] < base["low"]
-    scorer = ("the untuned model's own positive/negative judgement of greedy generations "
-              "(2 sigmoid(log P(positive) - log P(negative) - threshold) - 1; the threshold was "
-              "fixed on the training replies; neutral text scores about -0.5), with a word-list "
-              "score alongside" if bargs.eval_items is None
-              else "+1/-1 letter choice on the A/B test items")
+    scorer = (
+        "the untuned model's own positive/negative judgement of greedy generations "
+        "(2 sigmoid(log P(positive) - log P(negative) - threshold) - 1; the threshold was "
+        "fixed on the training replies; neutral text scores about -0.5), with a word-list "
+        "score alongside"
+        if bargs.eval_items is None
+        else "+1/-1 letter choice on the A/B test items"
+    )
     text = (
         f"A behaviour this model does represent: {name.lower()}. Vectors from "
         f"{len(heldout)} layers; best held-out "
@@ -327,39 +387,66 @@ def _section(bargs, info, heldout, sweep_info, eval_info, trained, rep_layers, o
     )
     ex = sweep_info.get("examples") or {}
     tables = [
-        {"name": "behaviour_layers", "rows": [{"layer": k, "heldout_accuracy": v}
-                                              for k, v in sorted(heldout.items())]},
-        {"name": "behaviour_sweep", "rows": rows,
-         "description": "mean score with a 95% bootstrap interval per coefficient"},
-        {"name": "behaviour_models", "rows": eval_info["rows"],
-         "description": "score at coefficient 0 and mean cosine at the tuned layers"},
+        {
+            "name": "behaviour_layers",
+            "rows": [{"layer": k, "heldout_accuracy": v} for k, v in sorted(heldout.items())],
+        },
+        {
+            "name": "behaviour_sweep",
+            "rows": rows,
+            "description": "mean score with a 95% bootstrap interval per coefficient",
+        },
+        {
+            "name": "behaviour_models",
+            "rows": eval_info["rows"],
+            "description": "score at coefficient 0 and mean cosine at the tuned layers",
+        },
         {"name": "behaviour_perplexity", "rows": eval_info["perplexity"]},
         {"name": "behaviour_training", "rows": [{"model": k, **v} for k, v in trained.items()]},
     ]
     if ex:
-        tables.append({"name": "behaviour_examples",
-                       "rows": [{"coefficient": c, "text": t} for c, t in ex.items()]})
+        tables.append(
+            {
+                "name": "behaviour_examples",
+                "rows": [{"coefficient": c, "text": t} for c, t in ex.items()],
+            }
+        )
     metrics = {
-        f"{name.lower()}/steering_spearman": {"value": None if rho is None else round(rho, 4),
-                                              "n": len(rows)},
+        f"{name.lower()}/steering_spearman": {
+            "value": None if rho is None else round(rho, 4),
+            "n": len(rows),
+        },
     }
     for r in eval_info["rows"]:
         metrics[f"{name.lower()}/score/{r['model']}"] = {
-            "value": round(r["mean"], 4), "ci_low": round(r["low"], 4),
-            "ci_high": round(r["high"], 4)}
+            "value": round(r["mean"], 4),
+            "ci_low": round(r["low"], 4),
+            "ci_high": round(r["high"], 4),
+        }
     for r in eval_info["perplexity"]:
         metrics[f"{name.lower()}/perplexity/{r['model']}"] = {
-            "value": r["perplexity"], "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high")}
-    return {"title": f"Second behaviour: {name.lower()}", "text": text, "tables": tables,
-            "plots": [str(out_dir / "sweep.png")], "metrics": metrics}
+            "value": r["perplexity"],
+            "ci_low": r.get("ci_low"),
+            "ci_high": r.get("ci_high"),
+        }
+    return {
+        "title": f"Second behaviour: {name.lower()}",
+        "text": text,
+        "tables": tables,
+        "plots": [str(out_dir / "sweep.png")],
+        "metrics": metrics,
+    }
 
 
 def main(argv=None) -> int:
     from reptune.commands import parse
     from reptune.evaluation import Report
 
-    margs, bargs, targs = parse((ModelArguments, BehaviourArguments, RepTuneConfig),
-                                sys.argv[1:] if argv is None else argv, "behaviour.py")
+    margs, bargs, targs = parse(
+        (ModelArguments, BehaviourArguments, RepTuneConfig),
+        sys.argv[1:] if argv is None else argv,
+        "behaviour.py",
+    )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     run_dir = Path(margs.run_dir)
     stages = StageRunner(run_dir)

@@ -26,7 +26,7 @@ def resolve_data(path: str | None) -> str | None:
         return path
     from reptune.behaviours.sentiment import data_path
 
-    return str(data_path(path[len(PACKAGED):]))
+    return str(data_path(path[len(PACKAGED) :]))
 
 
 @dataclass
@@ -45,9 +45,11 @@ class ModelArguments:
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
     lora_up_to_rep_layers: bool = field(
         default=True,
-        metadata={"help": "LoRA only on blocks up to the deepest rep layer: later blocks cannot "
-                          "move the target activations, and left trainable they can learn to "
-                          "undo the shift"},
+        metadata={
+            "help": "LoRA only on blocks up to the deepest rep layer: later blocks cannot "
+            "move the target activations, and left trainable they can learn to "
+            "undo the shift"
+        },
     )
     lora_target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
@@ -110,7 +112,10 @@ def train_adapter(
     model, tok = load_base(args)
     model = prepare_for_training(model, args, targs)
     trainer = RepTuneTrainer(
-        model, targs, vectors=vectors, train_dataset=Dataset.from_list(rows),
+        model,
+        targs,
+        vectors=vectors,
+        train_dataset=Dataset.from_list(rows),
         processing_class=tok,
     )
     result = trainer.train()
@@ -168,13 +173,19 @@ def perplexity_rows(models: dict[str, tuple], text: str, window: int, stride: in
     base = results[names[0]]
     rows = []
     for name in names:
-        row = {"model": name, "perplexity": round(results[name].perplexity, 4),
-               "windows": len(results[name].nll)}
+        row = {
+            "model": name,
+            "perplexity": round(results[name].perplexity, 4),
+            "windows": len(results[name].nll),
+        }
         if name != names[0]:
             cmp = compare_perplexity(base, results[name])
             diff = cmp["perplexity_difference"]
-            row.update(difference=round(diff.estimate, 4), ci_low=round(diff.low, 4),
-                       ci_high=round(diff.high, 4))
+            row.update(
+                difference=round(diff.estimate, 4),
+                ci_low=round(diff.low, 4),
+                ci_high=round(diff.high, 4),
+            )
         rows.append(row)
     return rows
 
@@ -203,7 +214,8 @@ def finish_run(args: ModelArguments, run_dir: Path, stages) -> None:
     print(f"model card: {card or run_dir / 'README.md'}")
     if args.push_to_hub_repo:
         files = stages.run(
-            "push", lambda: push_run(run_dir, args.push_to_hub_repo, private=args.push_private),
+            "push",
+            lambda: push_run(run_dir, args.push_to_hub_repo, private=args.push_private),
             settings={"repo": args.push_to_hub_repo},
         )
         print(f"pushed {len(files)} files to {args.push_to_hub_repo}")

@@ -76,8 +76,10 @@ class HonestyArguments:
     )
     coefficient_scale: str = field(
         default="residual_norm",
-        metadata={"help": "'residual_norm': coefficients are fractions of the steered layer's "
-                          "median residual norm; 'none': raw multiples of the unit vector"},
+        metadata={
+            "help": "'residual_norm': coefficients are fractions of the steered layer's "
+            "median residual norm; 'none': raw multiples of the unit vector"
+        },
     )
     sweep_limit: int = field(default=40, metadata={"help": "training claims used for the sweep"})
     tune_targets: list[str] = field(
@@ -111,8 +113,8 @@ class HonestyArguments:
     )
     tradeoff_limit: int = field(default=48, metadata={"help": "helpfulness items used"})
     behaviour: str | None = field(
-        default=None, metadata={"help": "second section on a behaviour the model represents: "
-                                        "'sentiment'"}
+        default=None,
+        metadata={"help": "second section on a behaviour the model represents: 'sentiment'"},
     )
     behaviour_layers: list[int] | None = field(
         default=None, metadata={"help": "layers extracted for the second section (default all)"}
@@ -140,8 +142,13 @@ def claim_rows(claims, honest: bool) -> list[dict]:
         truthful = claim.label if honest else not claim.label
         answer = "(A) True" if truthful else "(B) False"
         for persona in (HONEST_PERSONA, DISHONEST_PERSONA):
-            rows.append({"prompt": CLAIM_QUESTION.format(claim=claim.statement),
-                         "system": persona, "completion": answer})
+            rows.append(
+                {
+                    "prompt": CLAIM_QUESTION.format(claim=claim.statement),
+                    "system": persona,
+                    "completion": answer,
+                }
+            )
     return rows
 
 
@@ -166,8 +173,18 @@ def coefficient_unit(model, tok, layer, texts, mode: str) -> float:
 
 def _training_settings(targs: RepTuneConfig) -> dict:
     """Training settings that change the result (not logging, output paths or push options)."""
-    ignore = ("output_dir", "logging_dir", "report_to", "logging_steps", "run_name", "hub_",
-              "push_to_hub", "disable_tqdm", "save_", "dataloader_num_workers")
+    ignore = (
+        "output_dir",
+        "logging_dir",
+        "report_to",
+        "logging_steps",
+        "run_name",
+        "hub_",
+        "push_to_hub",
+        "disable_tqdm",
+        "save_",
+        "dataloader_num_workers",
+    )
     return {k: v for k, v in targs.to_dict().items() if not k.startswith(ignore)}
 
 
@@ -189,8 +206,11 @@ def check_inputs(hargs: HonestyArguments) -> None:
 def main(argv=None) -> int:
     from reptune.commands import parse
 
-    margs, hargs, targs = parse((ModelArguments, HonestyArguments, RepTuneConfig),
-                                sys.argv[1:] if argv is None else argv, "honesty.py")
+    margs, hargs, targs = parse(
+        (ModelArguments, HonestyArguments, RepTuneConfig),
+        sys.argv[1:] if argv is None else argv,
+        "honesty.py",
+    )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     check_inputs(hargs)
     run_dir = Path(margs.run_dir)
@@ -202,12 +222,15 @@ def main(argv=None) -> int:
 
     # Each stage's settings include its upstream stages', so a change reruns what depends on it.
     model_settings = {k: v for k, v in asdict(margs).items() if not k.startswith("push")}
-    s_pairs = {"model": model_settings, "seed": targs.seed,
-               **pick("claims", "claims_limit", "filter_known", "test_fraction")}
-    s_vectors = s_pairs | pick("pairing_mode", "extract_layers", "extract_method",
-                               "extract_position")
-    s_layers = s_vectors | pick("steer_layers", "num_rep_layers") | {
-        "rep_layers": targs.rep_layers}
+    s_pairs = {
+        "model": model_settings,
+        "seed": targs.seed,
+        **pick("claims", "claims_limit", "filter_known", "test_fraction"),
+    }
+    s_vectors = s_pairs | pick(
+        "pairing_mode", "extract_layers", "extract_method", "extract_position"
+    )
+    s_layers = s_vectors | pick("steer_layers", "num_rep_layers") | {"rep_layers": targs.rep_layers}
     s_sweep = s_layers | pick("sweep_coefficients", "coefficient_scale", "sweep_limit")
 
     from reptune.extract import extract_vectors, read_activations
@@ -224,11 +247,18 @@ def main(argv=None) -> int:
             raise ValueError(f"only {len(kept)} claims left: need at least 4 to split")
         train, test = split_pairs(kept, hargs.test_fraction, targs.seed)
         for name, part in (("train", train), ("test", test)):
-            write_json(run_dir / f"data/{name}_claims.json",
-                       [{"statement": c.statement, "label": int(c.label)} for c in part])
-        return {"claims": len(claims), "known": len(known), "kept": len(kept),
-                "train": len(train), "test": len(test),
-                "base_claim_accuracy": len(known) / len(claims)}
+            write_json(
+                run_dir / f"data/{name}_claims.json",
+                [{"statement": c.statement, "label": int(c.label)} for c in part],
+            )
+        return {
+            "claims": len(claims),
+            "known": len(known),
+            "kept": len(kept),
+            "train": len(train),
+            "test": len(test),
+            "base_claim_accuracy": len(known) / len(claims),
+        }
 
     data_info = stages.run("pairs", build_pairs, s_pairs)
 
@@ -244,10 +274,14 @@ def main(argv=None) -> int:
 
         model, tok = load_base(margs)
         pairs = claims_to_pairs(train_claims, tok, mode=hargs.pairing_mode)
-        position = (hargs.extract_position[0] if len(hargs.extract_position) == 1
-                    else hargs.extract_position)
-        vecs = extract_vectors(model, tok, pairs, hargs.extract_layers, hargs.extract_method,
-                               position)
+        position = (
+            hargs.extract_position[0]
+            if len(hargs.extract_position) == 1
+            else hargs.extract_position
+        )
+        vecs = extract_vectors(
+            model, tok, pairs, hargs.extract_layers, hargs.extract_method, position
+        )
         vecs.save(run_dir / "vectors")
         plot_layer_accuracy(vecs, run_dir / "report/layer_accuracy.png")
         return {"layers": vecs.layers}
@@ -262,8 +296,9 @@ def main(argv=None) -> int:
 
         pairs = claims_to_pairs(test_claims, tok, mode=hargs.pairing_mode)
         texts = [p.positive for p in pairs] + [p.negative for p in pairs]
-        position = hargs.extract_position if len(hargs.extract_position) > 1 else \
-            hargs.extract_position[0]
+        position = (
+            hargs.extract_position if len(hargs.extract_position) > 1 else hargs.extract_position[0]
+        )
         acts = {layer: [] for layer in vecs.layers}
         for start in range(0, len(texts), 16):
             part = read_activations(model, tok, texts[start : start + 16], vecs.layers, position)
@@ -301,13 +336,28 @@ def main(argv=None) -> int:
         unit = coefficient_unit(model, tok, steer_layers[0], prompts, hargs.coefficient_scale)
         items = claim_items(train_claims[: hargs.sweep_limit])
         coefs = [c * unit for c in hargs.sweep_coefficients]
-        res = steering_sweep(model, tok, vecs, items, steer_layers, coefs, ablate=True,
-                             scorer="letter", conditions=["honest", "dishonest"], progress=True)
+        res = steering_sweep(
+            model,
+            tok,
+            vecs,
+            items,
+            steer_layers,
+            coefs,
+            ablate=True,
+            scorer="letter",
+            conditions=["honest", "dishonest"],
+            progress=True,
+        )
         res.save(run_dir / "report", "sweep")
         # The "steered" model of the evaluation: the strongest honest push that the sweep on
         # training claims rates best under the dishonest persona.
-        cands = [r for r in res.rows if r.get("condition") == "dishonest"
-                 and r.get("mode", "add") == "add" and r["coefficient"] > 0]
+        cands = [
+            r
+            for r in res.rows
+            if r.get("condition") == "dishonest"
+            and r.get("mode", "add") == "add"
+            and r["coefficient"] > 0
+        ]
         best = max(cands, key=lambda r: (r["target_rate"], -r["coefficient"]))
         return {"unit": unit, "rows": res.rows, "best_coefficient": best["coefficient"]}
 
@@ -329,22 +379,35 @@ def main(argv=None) -> int:
         train_metrics[name] = stages.run(
             f"tune_{name}",
             lambda out=out, rows=rows, spec=spec: train_adapter(
-                margs, targs, vecs, rows, out, target=spec["target"],
-                token_only=spec["token_only"]),
-            train_settings | {"variant": spec}, main_process_only=False,
+                margs, targs, vecs, rows, out, target=spec["target"], token_only=spec["token_only"]
+            ),
+            train_settings | {"variant": spec},
+            main_process_only=False,
         )
-    write_json(run_dir / "reptune_config.json", {
-        "base_model": margs.model, **{k: v for k, v in targs.to_dict().items()
-                                      if k.startswith(("rep_", "lm_", "retain_"))},
-        "learning_rate": targs.learning_rate, "num_train_epochs": targs.num_train_epochs,
-        "per_device_train_batch_size": targs.per_device_train_batch_size,
-        "use_lora": margs.use_lora, "lora_r": margs.lora_r, "dataset": hargs.claims,
-        "vectors_method": hargs.extract_method, "steer_layers": steer_layers,
-    })
+    write_json(
+        run_dir / "reptune_config.json",
+        {
+            "base_model": margs.model,
+            **{
+                k: v for k, v in targs.to_dict().items() if k.startswith(("rep_", "lm_", "retain_"))
+            },
+            "learning_rate": targs.learning_rate,
+            "num_train_epochs": targs.num_train_epochs,
+            "per_device_train_batch_size": targs.per_device_train_batch_size,
+            "use_lora": margs.use_lora,
+            "lora_r": margs.lora_r,
+            "dataset": hargs.claims,
+            "vectors_method": hargs.extract_method,
+            "steer_layers": steer_layers,
+        },
+    )
 
     def model_dir(name):
-        return None if name == "base" else run_dir / (
-            "adapter" if name == "honest" else f"models/{name}")
+        return (
+            None
+            if name == "base"
+            else run_dir / ("adapter" if name == "honest" else f"models/{name}")
+        )
 
     # 7. evaluation ----------------------------------------------------------------------------
     def evaluate():
@@ -360,43 +423,64 @@ def main(argv=None) -> int:
         for name in names:
             m, t = load_tuned(margs, model_dir(name if name != "steered" else "base"))
             if name == "steered":
-                m = SteeredModel(m, vecs, layers=steer_layers,
-                                 coefficient=sweep_info["best_coefficient"])
+                m = SteeredModel(
+                    m, vecs, layers=steer_layers, coefficient=sweep_info["best_coefficient"]
+                )
             for set_name, items in sets.items():
                 res = evaluate_honesty(m, t, items, hargs.scorer)
-                rows.append({"model": name, "dataset": set_name,
-                             "honest_persona": res["honest"].target.value,
-                             "honest_persona_low": res["honest"].target.low,
-                             "honest_persona_high": res["honest"].target.high,
-                             "dishonest_persona": res["dishonest"].target.value,
-                             "dishonest_persona_low": res["dishonest"].target.low,
-                             "dishonest_persona_high": res["dishonest"].target.high,
-                             "n": res["honest"].n})
+                rows.append(
+                    {
+                        "model": name,
+                        "dataset": set_name,
+                        "honest_persona": res["honest"].target.value,
+                        "honest_persona_low": res["honest"].target.low,
+                        "honest_persona_high": res["honest"].target.high,
+                        "dishonest_persona": res["dishonest"].target.value,
+                        "dishonest_persona_low": res["dishonest"].target.low,
+                        "dishonest_persona_high": res["dishonest"].target.high,
+                        "n": res["honest"].n,
+                    }
+                )
             if name != "steered":
                 test_rows = claim_rows(test_claims, True)
-                cosines[name] = target_cosines(m, t, vecs, test_rows, rep_layers,
-                                               parse_positions(targs.rep_positions))
+                cosines[name] = target_cosines(
+                    m, t, vecs, test_rows, rep_layers, parse_positions(targs.rep_positions)
+                )
             del m
         return {"rows": rows, "cosines": cosines}
 
-    s_eval = train_settings | s_sweep | pick("tune_targets", "token_baselines", "scorer",
-                                             "eval_sets", "eval_limit")
+    s_eval = (
+        train_settings
+        | s_sweep
+        | pick("tune_targets", "token_baselines", "scorer", "eval_sets", "eval_limit")
+    )
     eval_info = stages.run("evaluate", evaluate, s_eval)
 
     # 8. robustness: dishonesty steering applied to the tuned models ---------------------------
     def robustness():
         from reptune.evaluation import robustness_sweep
 
-        loaders = [(n, (lambda n=n: load_tuned(margs, model_dir(n))[0]))
-                   for n in ("base", "truth", "honest") if n == "base" or n in variants]
+        loaders = [
+            (n, (lambda n=n: load_tuned(margs, model_dir(n))[0]))
+            for n in ("base", "truth", "honest")
+            if n == "base" or n in variants
+        ]
         coefs = [c * sweep_info["unit"] for c in hargs.robustness_coefficients]
-        res = robustness_sweep(loaders, tok, vecs, claim_items(test_claims), steer_layers[:1],
-                               coefs, scorer="letter", conditions=["honest"], progress=True)
+        res = robustness_sweep(
+            loaders,
+            tok,
+            vecs,
+            claim_items(test_claims),
+            steer_layers[:1],
+            coefs,
+            scorer="letter",
+            conditions=["honest"],
+            progress=True,
+        )
         res.save(run_dir / "report", "robustness")
         return {"rows": res.rows}
 
-    robust_info = stages.run("robustness", robustness,
-                             s_eval | pick("robustness_coefficients"))
+    robust_info = stages.run("robustness", robustness, s_eval | pick("robustness_coefficients"))
 
     # 9. perplexity ---------------------------------------------------------------------------
     def ppl():
@@ -404,8 +488,9 @@ def main(argv=None) -> int:
 
         text = load_text(resolve_data(hargs.perplexity_text))
         models = {n: load_tuned(margs, model_dir(n)) for n in ("base", *variants)}
-        return {"rows": perplexity_rows(models, text, hargs.perplexity_window,
-                                        hargs.perplexity_stride)}
+        return {
+            "rows": perplexity_rows(models, text, hargs.perplexity_window, hargs.perplexity_stride)
+        }
 
     s_ppl = s_eval | pick("perplexity_text", "perplexity_window", "perplexity_stride")
     ppl_info = stages.run("perplexity", ppl, s_ppl) if hargs.perplexity_text else None
@@ -414,11 +499,23 @@ def main(argv=None) -> int:
     def tradeoff():
         from reptune.evaluation import load_items, plot_tradeoff, tradeoff_study
 
-        helpful = load_items(resolve_data(hargs.tradeoff_items), n_choices=4,
-                             limit=hargs.tradeoff_limit, seed=targs.seed)
+        helpful = load_items(
+            resolve_data(hargs.tradeoff_items),
+            n_choices=4,
+            limit=hargs.tradeoff_limit,
+            seed=targs.seed,
+        )
         coefs = [c * sweep_info["unit"] for c in hargs.tradeoff_coefficients]
-        res = tradeoff_study(model, tok, vecs, steer_layers[0], coefs, helpfulness_items=helpful,
-                             behaviour_items=claim_items(test_claims), progress=True)
+        res = tradeoff_study(
+            model,
+            tok,
+            vecs,
+            steer_layers[0],
+            coefs,
+            helpfulness_items=helpful,
+            behaviour_items=claim_items(test_claims),
+            progress=True,
+        )
         plot_tradeoff(res.rows, res.fits, run_dir / "report/tradeoff.png")
         return {"rows": res.rows, "fits": res.fit_rows(), "layer": res.layer}
 
@@ -431,9 +528,12 @@ def main(argv=None) -> int:
         from behaviour import BehaviourArguments, run_behaviour_section
 
         bargs = BehaviourArguments(
-            pairs=hargs.behaviour, layers=hargs.behaviour_layers,
-            steer_layer=hargs.behaviour_steer_layer, eval_prompts=hargs.behaviour_eval_prompts,
-            new_tokens=hargs.behaviour_new_tokens)
+            pairs=hargs.behaviour,
+            layers=hargs.behaviour_layers,
+            steer_layer=hargs.behaviour_steer_layer,
+            eval_prompts=hargs.behaviour_eval_prompts,
+            new_tokens=hargs.behaviour_new_tokens,
+        )
         behaviour_info = run_behaviour_section(bargs, margs, targs, stages, run_dir)
 
     # 12. report, card, push ---------------------------------------------------------------------
@@ -442,8 +542,20 @@ def main(argv=None) -> int:
     # The report and card are cheap: rewritten on every run so they show this run's timings.
     if stages.state.is_main_process:
         write_honesty_report(
-            run_dir, margs, hargs, data_info, heldout, layer_info, sweep_info, train_metrics,
-            eval_info, robust_info, ppl_info, trade_info, behaviour_info, stages,
+            run_dir,
+            margs,
+            hargs,
+            data_info,
+            heldout,
+            layer_info,
+            sweep_info,
+            train_metrics,
+            eval_info,
+            robust_info,
+            ppl_info,
+            trade_info,
+            behaviour_info,
+            stages,
         )
     finish_run(margs, run_dir, stages)
     print(f"report: {run_dir / 'report/report.md'}")

@@ -41,8 +41,9 @@ def plot_layer_accuracy(vectors: SteeringVectors, path: str | Path) -> Path:
     layers = sorted(diag)
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(layers, [diag[k]["accuracy"] for k in layers], "o-", label="separation accuracy")
-    ax.plot(layers, [diag[k]["explained_variance"] for k in layers], "s--",
-            label="explained variance")
+    ax.plot(
+        layers, [diag[k]["explained_variance"] for k in layers], "s--", label="explained variance"
+    )
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("layer (output of block)")
     ax.set_ylim(0, 1.02)
@@ -67,10 +68,12 @@ def plot_pca_scatter(
     """
     pairs = list(pairs)[:max_pairs]
     texts = [p.positive for p in pairs] + [p.negative for p in pairs]
-    acts = torch.cat([
-        read_activations(model, tokenizer, texts[i : i + 16], [layer], position)[layer]
-        for i in range(0, len(texts), 16)
-    ]).cpu()
+    acts = torch.cat(
+        [
+            read_activations(model, tokenizer, texts[i : i + 16], [layer], position)[layer]
+            for i in range(0, len(texts), 16)
+        ]
+    ).cpu()
     centred = acts - acts.mean(0)
     _, _, vh = torch.linalg.svd(centred.double(), full_matrices=False)
     xy = (centred.double() @ vh[:2].T).float()

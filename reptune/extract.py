@@ -43,7 +43,10 @@ def read_activations(
         >>> acts = read_activations(model, tok, ["Hello"], layers=[2, 3], position=-1)
     """
     batch = encode_batch(
-        tokenizer, texts, max_length=context_length(model), device=model_device(model),
+        tokenizer,
+        texts,
+        max_length=context_length(model),
+        device=model_device(model),
         position_ids=True,
     )
     rec, fns = recording(layers)

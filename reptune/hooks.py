@@ -211,7 +211,7 @@ def _backbone(model: nn.Module, layer_path: str | None) -> tuple[nn.Module, nn.M
     """The module that owns the decoder blocks (it receives the 2-D attention mask)."""
     inner = unwrap_model(model)
     layers = find_layers(model, layer_path)
-    for path in ((layer_path,) if layer_path else LAYER_PATHS):
+    for path in (layer_path,) if layer_path else LAYER_PATHS:
         if _get_path(inner, path) is layers:
             parent = path.rsplit(".", 1)[0] if "." in path else ""
             return (_get_path(inner, parent) if parent else inner), layers

@@ -55,8 +55,10 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             hasattr(model, "module") and isinstance(model.module, nn.Module)
         ):
             model = model.module
-        elif hasattr(model, "base_model") and hasattr(model.base_model, "model") and (
-            type(model).__name__.startswith("Peft")
+        elif (
+            hasattr(model, "base_model")
+            and hasattr(model.base_model, "model")
+            and (type(model).__name__.startswith("Peft"))
         ):
             model = model.base_model.model
     return model

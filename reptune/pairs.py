@@ -141,8 +141,9 @@ def load_jsonl_pairs(path: str | Path) -> list[ContrastivePair]:
             row = json.loads(line)
             pairs.append(
                 ContrastivePair(
-                    row["positive"], row["negative"], {k: v for k, v in row.items() if k not in (
-                        "positive", "negative")}
+                    row["positive"],
+                    row["negative"],
+                    {k: v for k, v in row.items() if k not in ("positive", "negative")},
                 )
             )
         except (json.JSONDecodeError, KeyError, TypeError) as err:
@@ -215,8 +216,9 @@ def claims_to_pairs(
             pos = claim_prompt(tokenizer, claim, honest_persona)
             neg = claim_prompt(tokenizer, claim, dishonest_persona)
         pairs.append(
-            ContrastivePair(pos, neg, {"statement": claim.statement, "label": claim.label,
-                                       "index": i})
+            ContrastivePair(
+                pos, neg, {"statement": claim.statement, "label": claim.label, "index": i}
+            )
         )
     return pairs
 

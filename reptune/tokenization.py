@@ -84,8 +84,7 @@ def encode_batch(
     """
     ensure_pad_token(tokenizer)
     ids = [
-        tokenizer(text, add_special_tokens=adds_bos(tokenizer, text))["input_ids"]
-        for text in texts
+        tokenizer(text, add_special_tokens=adds_bos(tokenizer, text))["input_ids"] for text in texts
     ]
     if max_length is not None:
         too_long = [i for i, seq in enumerate(ids) if len(seq) > max_length]

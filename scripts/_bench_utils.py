@@ -30,9 +30,13 @@ def random_texts(n: int, length: int, vocab_size: int, seed: int = 0) -> list[st
 def llama(layers: int, hidden: int, vocab: int, seed: int = 0) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 8 // 3,
-        num_hidden_layers=layers, num_attention_heads=max(hidden // 64, 1),
-        num_key_value_heads=max(hidden // 64, 1), max_position_embeddings=2048,
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=hidden * 8 // 3,
+        num_hidden_layers=layers,
+        num_attention_heads=max(hidden // 64, 1),
+        num_key_value_heads=max(hidden // 64, 1),
+        max_position_embeddings=2048,
     )
     model = LlamaForCausalLM(config).eval()
     model.generation_config.pad_token_id = 0

@@ -50,8 +50,9 @@ def main():
     layers = list(range(args.layers // 2))
 
     def ours():
-        return extract_vectors(model, tok, pairs, layers, normalize=False,
-                               batch_size=args.batch_size, progress=False)
+        return extract_vectors(
+            model, tok, pairs, layers, normalize=False, batch_size=args.batch_size, progress=False
+        )
 
     def ref():
         return reference(model, tok, pairs, layers, args.batch_size)
@@ -64,15 +65,21 @@ def main():
         ours()
     with PeakMemory() as m_ref:
         ref()
-    print(f"model: {args.layers} layers, hidden {args.hidden}, vocab {args.vocab}; "
-          f"{args.pairs} pairs, <= {args.length} tokens, layers 0..{layers[-1]}")
+    print(
+        f"model: {args.layers} layers, hidden {args.hidden}, vocab {args.vocab}; "
+        f"{args.pairs} pairs, <= {args.length} tokens, layers 0..{layers[-1]}"
+    )
     print(f"reptune   {t_ours:.2f} s   peak activation memory {m_ours.growth / 2**20:.0f} MiB")
     print(f"reference {t_ref:.2f} s   peak activation memory {m_ref.growth / 2**20:.0f} MiB")
     print(f"max |difference| of the vectors: {max_diff:.2e}")
-    print(json.dumps({
-        "extract_speedup": round(t_ref / t_ours, 3),
-        "extract_memory_ratio": round(m_ours.growth / max(m_ref.growth, 1), 3),
-    }))
+    print(
+        json.dumps(
+            {
+                "extract_speedup": round(t_ref / t_ours, 3),
+                "extract_memory_ratio": round(m_ours.growth / max(m_ref.growth, 1), 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

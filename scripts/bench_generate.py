@@ -63,14 +63,19 @@ def main():
     t_batched = best_time(sweep_batched, args.repeats)
     t_seq = best_time(sweep_sequential, 1)
     tokens = 8 * args.new_tokens
-    print(f"model: {args.layers} layers, hidden {args.hidden}; batch 8, "
-          f"{args.new_tokens} new tokens")
+    print(
+        f"model: {args.layers} layers, hidden {args.hidden}; batch 8, {args.new_tokens} new tokens"
+    )
     print(f"unsteered {tokens / t_plain:.1f} tok/s, steered {tokens / t_steer:.1f} tok/s")
     print(f"8-coefficient sweep: one batch {t_batched:.2f} s, sequential {t_seq:.2f} s")
-    print(json.dumps({
-        "steered_throughput_ratio": round(t_plain / t_steer, 3),
-        "sweep_batched_speedup": round(t_seq / t_batched, 3),
-    }))
+    print(
+        json.dumps(
+            {
+                "steered_throughput_ratio": round(t_plain / t_steer, 3),
+                "sweep_batched_speedup": round(t_seq / t_batched, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

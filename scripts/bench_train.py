@@ -52,18 +52,25 @@ def build(opts, variant, model=None):
         torch.manual_seed(0)
         heads = max(opts.hidden // 64, 4)
         config = transformers.LlamaConfig(
-            vocab_size=opts.vocab, hidden_size=opts.hidden,
-            intermediate_size=opts.hidden * 8 // 3, num_hidden_layers=opts.layers,
-            num_attention_heads=heads, num_key_value_heads=heads,
+            vocab_size=opts.vocab,
+            hidden_size=opts.hidden,
+            intermediate_size=opts.hidden * 8 // 3,
+            num_hidden_layers=opts.layers,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
             max_position_embeddings=opts.seq + 8,
         )
         model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        model = get_peft_model(model, LoraConfig(
-            r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+        model = get_peft_model(
+            model,
+            LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]),
+        )
     gen = torch.Generator().manual_seed(0)
     rows = [
-        {"input_ids": torch.randint(1, opts.vocab, (opts.seq,), generator=gen).tolist(),
-         "prompt_length": opts.seq - 16}
+        {
+            "input_ids": torch.randint(1, opts.vocab, (opts.seq,), generator=gen).tolist(),
+            "prompt_length": opts.seq - 16,
+        }
         for _ in range(opts.batch * (opts.steps + 2))
     ]
     first = opts.layers // 2 - 3
@@ -75,14 +82,23 @@ def build(opts, variant, model=None):
         eos_token_id = None
 
     retain = variant == "retain"
-    collate = RepTuneCollator(PadOnly(), rep_positions=-7,
-                              retain_positions="all" if retain else None)
+    collate = RepTuneCollator(
+        PadOnly(), rep_positions=-7, retain_positions="all" if retain else None
+    )
     common = dict(
-        output_dir=os.path.join(opts.tmp, variant), per_device_train_batch_size=opts.batch,
-        max_steps=opts.steps, learning_rate=1e-4, report_to=[], save_strategy="no",
-        logging_steps=10_000, disable_tqdm=True, use_cpu=opts.device == "cpu", seed=0,
+        output_dir=os.path.join(opts.tmp, variant),
+        per_device_train_batch_size=opts.batch,
+        max_steps=opts.steps,
+        learning_rate=1e-4,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=10_000,
+        disable_tqdm=True,
+        use_cpu=opts.device == "cpu",
+        seed=0,
     )
     if variant == "plain":
+
         def plain_collate(batch):
             out = collate(batch)
             out.pop("rep_mask")
@@ -90,11 +106,16 @@ def build(opts, variant, model=None):
 
         args = TrainingArguments(**common, remove_unused_columns=False)
         return Trainer(model, args, train_dataset=rows, data_collator=plain_collate), model
-    args = RepTuneConfig(**common, rep_layers=layers, rep_positions="-7",
-                         retain_weight=1.0 if retain else 0.0,
-                         retain_layers=layers if retain else None)
-    trainer = RepTuneTrainer(model, args, vectors=vectors, train_dataset=rows,
-                             data_collator=collate)
+    args = RepTuneConfig(
+        **common,
+        rep_layers=layers,
+        rep_positions="-7",
+        retain_weight=1.0 if retain else 0.0,
+        retain_layers=layers if retain else None,
+    )
+    trainer = RepTuneTrainer(
+        model, args, vectors=vectors, train_dataset=rows, data_collator=collate
+    )
     return trainer, model
 
 
@@ -133,9 +154,13 @@ def time_variants(opts) -> dict:
             if step >= opts.warmup:
                 times[variant].append(measured)
     clock = 1 if device.type == "cpu" else 0
-    return {variant: {"ms": 1000 * statistics.median(t[clock] for t in times[variant]),
-                      "wall_ms": 1000 * statistics.median(t[0] for t in times[variant])}
-            for variant in VARIANTS}
+    return {
+        variant: {
+            "ms": 1000 * statistics.median(t[clock] for t in times[variant]),
+            "wall_ms": 1000 * statistics.median(t[0] for t in times[variant]),
+        }
+        for variant in VARIANTS
+    }
 
 
 def memory_of(opts) -> dict:
@@ -165,7 +190,8 @@ def memory_of(opts) -> dict:
             self.contexts = [torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)]
             if device.type == "cpu":
                 self.profiler = torch.profiler.profile(
-                    activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
+                    activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+                )
                 self.contexts.append(self.profiler)
             elif device.type == "cuda":
                 torch.cuda.synchronize()
@@ -188,8 +214,11 @@ def memory_of(opts) -> dict:
             with open(trace) as f:
                 events = json.load(f)["traceEvents"]
             os.remove(trace)
-            totals = [e["args"]["Total Allocated"] for e in events
-                      if e.get("name") == "[memory]" and e["args"].get("Device Type") == 0]
+            totals = [
+                e["args"]["Total Allocated"]
+                for e in events
+                if e.get("name") == "[memory]" and e["args"].get("Device Type") == 0
+            ]
             return max(totals, default=0) / 2**20
 
     last = LastStep()
@@ -200,8 +229,9 @@ def memory_of(opts) -> dict:
 
 def _child(opts, argv, **extra) -> dict:
     flags = [f"--{k}={v}" for k, v in extra.items()]
-    proc = subprocess.run([sys.executable, __file__, *argv, *flags], capture_output=True,
-                          text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, __file__, *argv, *flags], capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
         sys.exit(f"benchmark child failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -235,10 +265,12 @@ def main(argv=None) -> int:
     memory = {v: _child(opts, argv, part="memory", variant=v) for v in VARIANTS}
     timing = _child(opts, argv, part="time")
     for variant in VARIANTS:
-        print(f"{variant:>6}: {timing[variant]['ms']:8.1f} ms/step "
-              f"({'CPU time' if opts.device == 'cpu' else 'wall'}; wall "
-              f"{timing[variant]['wall_ms']:.1f} ms), peak {memory[variant]['peak_mb']:.1f} MB, "
-              f"saved for backward {memory[variant]['saved_mb']:.1f} MB")
+        print(
+            f"{variant:>6}: {timing[variant]['ms']:8.1f} ms/step "
+            f"({'CPU time' if opts.device == 'cpu' else 'wall'}; wall "
+            f"{timing[variant]['wall_ms']:.1f} ms), peak {memory[variant]['peak_mb']:.1f} MB, "
+            f"saved for backward {memory[variant]['saved_mb']:.1f} MB"
+        )
     plain_ms, plain_mb = timing["plain"]["ms"], memory["plain"]["peak_mb"]
     summary = {
         "device": opts.device,

@@ -59,9 +59,15 @@ def make_tokenizer(chat_template: bool = True, pad: bool = False) -> PreTrainedT
 
 
 def _cfg(name: str, n_layers: int, hidden: int, context: int = 128):
-    common = dict(vocab_size=VOCAB, num_hidden_layers=n_layers, hidden_size=hidden,
-                  intermediate_size=2 * hidden, num_attention_heads=4, num_key_value_heads=2,
-                  max_position_embeddings=context)
+    common = dict(
+        vocab_size=VOCAB,
+        num_hidden_layers=n_layers,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=context,
+    )
     if name == "llama":
         return transformers.LlamaConfig(**common)
     if name == "mistral":
@@ -77,21 +83,37 @@ def _cfg(name: str, n_layers: int, hidden: int, context: int = 128):
     if name == "phi3":
         return transformers.Phi3Config(**common, pad_token_id=0)
     if name == "gpt2":
-        return transformers.GPT2Config(vocab_size=VOCAB, n_layer=n_layers, n_embd=hidden,
-                                       n_head=4, n_positions=context)
+        return transformers.GPT2Config(
+            vocab_size=VOCAB, n_layer=n_layers, n_embd=hidden, n_head=4, n_positions=context
+        )
     if name == "gpt_neox":
-        return transformers.GPTNeoXConfig(vocab_size=VOCAB, num_hidden_layers=n_layers,
-                                          hidden_size=hidden, intermediate_size=2 * hidden,
-                                          num_attention_heads=4, max_position_embeddings=context)
+        return transformers.GPTNeoXConfig(
+            vocab_size=VOCAB,
+            num_hidden_layers=n_layers,
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_attention_heads=4,
+            max_position_embeddings=context,
+        )
     raise KeyError(name)
 
 
-ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "gpt2",
-                 "gpt_neox")
+ARCHITECTURES = (
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma2",
+    "gemma3",
+    "phi3",
+    "gpt2",
+    "gpt_neox",
+)
 
 
-def make_model(name: str = "llama", n_layers: int = 4, hidden: int = 32, seed: int = 0,
-               context: int = 128):
+def make_model(
+    name: str = "llama", n_layers: int = 4, hidden: int = 32, seed: int = 0, context: int = 128
+):
     """A tiny causal LM of architecture ``name`` in float32 eval mode."""
     torch.manual_seed(seed)
     config = _cfg(name, n_layers, hidden, context)

@@ -27,7 +27,6 @@ from reptune.vectors import SteeringVectors
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 
 
-
 @pytest.fixture(scope="module")
 def setup():
     model = make_model("llama")
@@ -79,12 +78,14 @@ def test_per_row_coefficients_equal_scalar_runs(setup):
     steered = SteeredModel(model, vecs, layers=[1])
     coefs = [-3.0, 0.0, 5.0]
     rows = [it for it in items[:2] for _ in coefs]
-    per_row = score_items(steered, tok, rows, "letter", coefficients=torch.tensor(coefs * 2),
-                          batch_size=4)
+    per_row = score_items(
+        steered, tok, rows, "letter", coefficients=torch.tensor(coefs * 2), batch_size=4
+    )
     for i, it in enumerate(items[:2]):
         for j, c in enumerate(coefs):
-            (single,) = score_items(SteeredModel(model, vecs, layers=[1], coefficient=c), tok,
-                                    [it], "letter")
+            (single,) = score_items(
+                SteeredModel(model, vecs, layers=[1], coefficient=c), tok, [it], "letter"
+            )
             got = per_row[i * len(coefs) + j].probs
             assert got == pytest.approx(single.probs, rel=1e-4, abs=1e-7)
     # Steering changes the answer distribution.
@@ -109,8 +110,12 @@ def test_with_coefficient_needs_a_steered_model(setup):
 
 
 def test_summarize_scores():
-    records = [ItemResult(0, "A", "A"), ItemResult(1, "A", "B"), ItemResult(2, "B", None),
-               ItemResult(3, "B", "B", probs={"A": 0.1, "B": 0.3})]
+    records = [
+        ItemResult(0, "A", "A"),
+        ItemResult(1, "A", "B"),
+        ItemResult(2, "B", None),
+        ItemResult(3, "B", "B", probs={"A": 0.1, "B": 0.3}),
+    ]
     res = summarize(records, "generate", "dishonest")
     assert (res.target.k, res.other.k, res.unparsed.k) == (2, 1, 1)
     assert res.behaviour == pytest.approx(0.25)

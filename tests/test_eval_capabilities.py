@@ -21,19 +21,28 @@ from reptune.vectors import SteeringVectors
 HAS_LM_EVAL = importlib.util.find_spec("lm_eval") is not None
 
 
-
 def test_capability_rows():
     results = {
-        "arc_easy": {"alias": "arc_easy", "acc,none": 0.6, "acc_stderr,none": 0.05,
-                     "acc_norm,none": 0.55, "acc_norm_stderr,none": "N/A", "sample_len": 3},
+        "arc_easy": {
+            "alias": "arc_easy",
+            "acc,none": 0.6,
+            "acc_stderr,none": 0.05,
+            "acc_norm,none": 0.55,
+            "acc_norm_stderr,none": "N/A",
+            "sample_len": 3,
+        },
         "wikitext": {"word_perplexity,none": 30.1},
     }
     assert capability_rows(results) == [
         {"task": "arc_easy", "metric": "acc", "filter": "none", "value": 0.6, "stderr": 0.05},
-        {"task": "arc_easy", "metric": "acc_norm", "filter": "none", "value": 0.55,
-         "stderr": None},
-        {"task": "wikitext", "metric": "word_perplexity", "filter": "none", "value": 30.1,
-         "stderr": None},
+        {"task": "arc_easy", "metric": "acc_norm", "filter": "none", "value": 0.55, "stderr": None},
+        {
+            "task": "wikitext",
+            "metric": "word_perplexity",
+            "filter": "none",
+            "value": 30.1,
+            "stderr": None,
+        },
     ]
 
 
@@ -56,10 +65,15 @@ def test_local_task_runs_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     data = tmp_path / "data.jsonl"
-    data.write_text("\n".join(json.dumps(r) for r in [
-        {"text": "the quick brown", "target": " fox"},
-        {"text": "the lazy", "target": " dog"},
-    ]))
+    data.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"text": "the quick brown", "target": " fox"},
+                {"text": "the lazy", "target": " dog"},
+            ]
+        )
+    )
     (tmp_path / "task.yaml").write_text(
         "task: reptune_local_ll\n"
         "dataset_path: json\n"
@@ -72,18 +86,24 @@ def test_local_task_runs_offline(tmp_path, monkeypatch):
         "    higher_is_better: false\n"
     )
     model, tok = make_model(), make_tokenizer(pad=True)
-    base = evaluate_capabilities(model, tok, ["reptune_local_ll"], include_path=tmp_path,
-                                 bootstrap_iters=0)
+    base = evaluate_capabilities(
+        model, tok, ["reptune_local_ll"], include_path=tmp_path, bootstrap_iters=0
+    )
     ppl = base["reptune_local_ll"]["perplexity,none"]
     assert ppl > 1.0
     vecs = SteeringVectors({1: torch.randn(32) * 10})
-    steered = evaluate_capabilities(SteeredModel(model, vecs, layers=[1], coefficient=5.0), tok,
-                                    ["reptune_local_ll"], include_path=tmp_path,
-                                    bootstrap_iters=0)
+    steered = evaluate_capabilities(
+        SteeredModel(model, vecs, layers=[1], coefficient=5.0),
+        tok,
+        ["reptune_local_ll"],
+        include_path=tmp_path,
+        bootstrap_iters=0,
+    )
     assert steered["reptune_local_ll"]["perplexity,none"] != pytest.approx(ppl)
     # The steering hooks are gone after the run.
-    again = evaluate_capabilities(model, tok, ["reptune_local_ll"], include_path=tmp_path,
-                                  bootstrap_iters=0)
+    again = evaluate_capabilities(
+        model, tok, ["reptune_local_ll"], include_path=tmp_path, bootstrap_iters=0
+    )
     assert again["reptune_local_ll"]["perplexity,none"] == pytest.approx(ppl)
     rows = capability_rows(base)
     assert rows[0]["task"] == "reptune_local_ll" and rows[0]["metric"] == "perplexity"

@@ -16,7 +16,6 @@ from reptune.vectors import SteeringVectors
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 
 
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A saved tiny model, steering vectors and a LoRA adapter."""
@@ -28,8 +27,9 @@ def run(tmp_path_factory):
     model.save_pretrained(root / "model")
     make_tokenizer(pad=True).save_pretrained(root / "model")
     torch.manual_seed(0)
-    SteeringVectors({1: torch.randn(32), 2: torch.randn(32)},
-                    SteeringVectors.describe_model(model)).save(root / "vectors")
+    SteeringVectors(
+        {1: torch.randn(32), 2: torch.randn(32)}, SteeringVectors.describe_model(model)
+    ).save(root / "vectors")
     base = make_model("llama")
     base.config.max_position_embeddings = 512
     lora = LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
@@ -48,14 +48,40 @@ def test_help(module, option, capsys):
 
 def test_eval_end_to_end(run, tmp_path):
     out = tmp_path / "eval"
-    code = evaluate.main([
-        "--model", str(run / "model"), "--adapter", str(run / "adapter"),
-        "--vectors", str(run / "vectors"), "--layers", "1", "--coefficient", "2",
-        "--data", str(FIXTURES / "claims.csv"), str(FIXTURES / "caa_behaviour.json"),
-        "--limit", "4", "--scorer", "letter", "generate", "--max_new_tokens", "3",
-        "--perplexity", str(FIXTURES / "text.txt"), "--window", "16", "--stride", "8",
-        "--bootstrap_resamples", "199", "--output", str(out),
-    ])
+    code = evaluate.main(
+        [
+            "--model",
+            str(run / "model"),
+            "--adapter",
+            str(run / "adapter"),
+            "--vectors",
+            str(run / "vectors"),
+            "--layers",
+            "1",
+            "--coefficient",
+            "2",
+            "--data",
+            str(FIXTURES / "claims.csv"),
+            str(FIXTURES / "caa_behaviour.json"),
+            "--limit",
+            "4",
+            "--scorer",
+            "letter",
+            "generate",
+            "--max_new_tokens",
+            "3",
+            "--perplexity",
+            str(FIXTURES / "text.txt"),
+            "--window",
+            "16",
+            "--stride",
+            "8",
+            "--bootstrap_resamples",
+            "199",
+            "--output",
+            str(out),
+        ]
+    )
     assert code == 0
     doc = json.loads((out / "report.json").read_text())
     assert doc["model"]["adapter"] == str(run / "adapter") and doc["model"]["layers"] == [1]
@@ -63,8 +89,11 @@ def test_eval_end_to_end(run, tmp_path):
     assert "perplexity_difference" in doc["metrics"]
     ab = json.loads((out / "tables" / "ab.json").read_text())
     assert {(r["dataset"], r["condition"], r["scorer"]) for r in ab} == {
-        (d, c, s) for d in ("claims", "caa_behaviour") for c in ("honest", "dishonest")
-        for s in ("letter", "generate")}
+        (d, c, s)
+        for d in ("claims", "caa_behaviour")
+        for c in ("honest", "dishonest")
+        for s in ("letter", "generate")
+    }
     assert all(r["n"] == 4 or r["dataset"] == "caa_behaviour" for r in ab)
     for plot in ("ab_letter.png", "ab_generate.png"):
         assert (out / "plots" / plot).read_bytes()[:4] == b"\x89PNG"
@@ -72,25 +101,82 @@ def test_eval_end_to_end(run, tmp_path):
 
 
 def test_sweep_default_compare_and_tradeoff(run, tmp_path):
-    common = ["--model", str(run / "model"), "--vectors", str(run / "vectors"),
-              "--data", str(FIXTURES / "claims.csv"), "--limit", "4"]
-    assert sweep.main(common + ["--coefficients", "-2", "0", "2", "--ablate", "--conditions",
-                                "none", "honest", "--output", str(tmp_path / "s")]) == 0
+    common = [
+        "--model",
+        str(run / "model"),
+        "--vectors",
+        str(run / "vectors"),
+        "--data",
+        str(FIXTURES / "claims.csv"),
+        "--limit",
+        "4",
+    ]
+    assert (
+        sweep.main(
+            common
+            + [
+                "--coefficients",
+                "-2",
+                "0",
+                "2",
+                "--ablate",
+                "--conditions",
+                "none",
+                "honest",
+                "--output",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 0
+    )
     rows = json.loads((tmp_path / "s" / "tables" / "sweep.json").read_text())
     assert len(rows) == 2 * (3 + 1) * 2  # layers x (coefficients + ablation) x conditions
     assert (tmp_path / "s" / "plots" / "sweep_target_rate.png").is_file()
 
-    assert sweep.main(common + ["--layers", "2", "--coefficients", "3",
-                                "--compare", f"tuned={run / 'adapter'}", f"full={run / 'model'}",
-                                "--output", str(tmp_path / "r")]) == 0
+    assert (
+        sweep.main(
+            common
+            + [
+                "--layers",
+                "2",
+                "--coefficients",
+                "3",
+                "--compare",
+                f"tuned={run / 'adapter'}",
+                f"full={run / 'model'}",
+                "--output",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 0
+    )
     rows = json.loads((tmp_path / "r" / "tables" / "robustness.json").read_text())
     assert [(r["model"], r["coefficient"]) for r in rows] == [
-        (m, c) for m in ("base", "tuned", "full") for c in (-3.0, 0.0)]
+        (m, c) for m in ("base", "tuned", "full") for c in (-3.0, 0.0)
+    ]
     assert rows[0]["target_rate"] == rows[4]["target_rate"]  # "full" is the base model again
 
-    assert sweep.main(common + ["--layers", "1", "--tradeoff", "--coefficients", "-2", "-1",
-                                "0", "1", "2", "--helpfulness", str(FIXTURES / "mmlu.jsonl"),
-                                "--output", str(tmp_path / "t")]) == 0
+    assert (
+        sweep.main(
+            common
+            + [
+                "--layers",
+                "1",
+                "--tradeoff",
+                "--coefficients",
+                "-2",
+                "-1",
+                "0",
+                "1",
+                "2",
+                "--helpfulness",
+                str(FIXTURES / "mmlu.jsonl"),
+                "--output",
+                str(tmp_path / "t"),
+            ]
+        )
+        == 0
+    )
     fits = json.loads((tmp_path / "t" / "tables" / "tradeoff_fits.json").read_text())
     assert [f["fit"] for f in fits] == ["behaviour", "helpfulness", "helpfulness_restricted"]
     assert (tmp_path / "t" / "plots" / "tradeoff_1.png").is_file()
@@ -107,8 +193,18 @@ def test_bad_input_fails_before_loading_a_model(tmp_path, capsys):
     with pytest.raises(ValueError, match="--helpfulness"):
         sweep.main(["--vectors", "v", "--data", missing, "--tradeoff", "--output", "o"])
     with pytest.raises(ValueError, match="NAME=PATH"):
-        sweep.main(["--vectors", "v", "--data", str(FIXTURES / "claims.csv"), "--compare",
-                    "oops", "--output", "o"])
+        sweep.main(
+            [
+                "--vectors",
+                "v",
+                "--data",
+                str(FIXTURES / "claims.csv"),
+                "--compare",
+                "oops",
+                "--output",
+                "o",
+            ]
+        )
     # Through the console script: one line on stderr and exit status 2.
     assert cli.main(["eval", "--output", "o"]) == 2
     assert capsys.readouterr().err.startswith("reptune eval: error: nothing to evaluate")

@@ -63,8 +63,9 @@ def test_truthfulqa_csv(name):
     rows = read_records(FIXTURES / name)
     assert "Type" in rows[0]  # the byte-order mark is not part of the first column name
     for it, row in zip(items, rows):
-        options = dict(line[1:].split(") ", 1) for line in it.question.splitlines()
-                       if line.startswith("("))
+        options = dict(
+            line[1:].split(") ", 1) for line in it.question.splitlines() if line.startswith("(")
+        )
         assert options[it.target] == row["Best Answer"]
         assert row["Question"] in it.question
     if name == "truthfulqa_2025.csv":  # the named best incorrect answer is the distractor
@@ -164,13 +165,21 @@ def test_json_object_with_data_list(tmp_path):
 
 # -- the real data sets (skipped when ../shared/data is absent) -----------------------------
 
+
 @pytest.mark.parametrize(
     "name,count",
-    [("caa/test_truthfulqa_ab.json", 817), ("caa/test_mmlu_ab.json", 570),
-     ("caa/test_sycophancy_ab.json", 50), ("caa/test_refusal_ab.json", 50),
-     ("caa/test_hallucination_ab.json", 50), ("repe/facts_true_false.csv", 612),
-     ("truthfulqa/TruthfulQA_v1_2021.csv", 817), ("truthfulqa/TruthfulQA.csv", 790),
-     ("truthfulqa/mc_task_v1_2021.json", 817), ("truthfulqa/mc_task.json", 790)],
+    [
+        ("caa/test_truthfulqa_ab.json", 817),
+        ("caa/test_mmlu_ab.json", 570),
+        ("caa/test_sycophancy_ab.json", 50),
+        ("caa/test_refusal_ab.json", 50),
+        ("caa/test_hallucination_ab.json", 50),
+        ("repe/facts_true_false.csv", 612),
+        ("truthfulqa/TruthfulQA_v1_2021.csv", 817),
+        ("truthfulqa/TruthfulQA.csv", 790),
+        ("truthfulqa/mc_task_v1_2021.json", 817),
+        ("truthfulqa/mc_task.json", 790),
+    ],
 )
 def test_real_files_load(shared_data, name, count):
     items = load_items(shared_data / name)

@@ -23,14 +23,14 @@ FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 TEXT = "the quick brown fox jumps over the lazy dog. I love this wonderful happy day. " * 6
 
 
-
 @pytest.fixture(scope="module")
 def setup():
     return make_model("llama"), make_tokenizer()
 
 
-@pytest.mark.parametrize("n,window,stride", [(100, 32, 16), (100, 32, 32), (33, 32, 7),
-                                             (5, 32, 16), (64, 32, 16)])
+@pytest.mark.parametrize(
+    "n,window,stride", [(100, 32, 16), (100, 32, 32), (33, 32, 7), (5, 32, 16), (64, 32, 16)]
+)
 def test_windows_score_every_token_once(n, window, stride):
     spans = sliding_windows(n, window, stride)
     scored = [t for w in spans for t in range(w.target_start, w.end)]
@@ -65,8 +65,9 @@ def _manual_nll(model, ids, window, stride):
     return total, count
 
 
-@pytest.mark.parametrize("window,stride,batch_size", [(32, 16, 1), (32, 16, 3), (40, 40, 2),
-                                                      (128, 64, 1)])
+@pytest.mark.parametrize(
+    "window,stride,batch_size", [(32, 16, 1), (32, 16, 3), (40, 40, 2), (128, 64, 1)]
+)
 def test_perplexity_equals_manual_computation(setup, window, stride, batch_size):
     model, tok = setup
     ids = tok(TEXT, return_tensors="pt")["input_ids"][0]

@@ -12,8 +12,14 @@ from reptune.evaluation.stats import rate
 from reptune.evaluation.tables import jsonable, markdown_table, write_table
 
 ROWS = [
-    {"dataset": "facts", "condition": "honest", "target_rate": 0.81, "target_low": 0.75,
-     "target_high": 0.8583, "note": None},
+    {
+        "dataset": "facts",
+        "condition": "honest",
+        "target_rate": 0.81,
+        "target_low": 0.75,
+        "target_high": 0.8583,
+        "note": None,
+    },
     {"dataset": "facts", "condition": "dishonest", "target_rate": float("nan"), "extra": "a|b"},
 ]
 
@@ -52,15 +58,27 @@ def test_report_files_and_schema(tmp_path):
     first = doc["sections"][0]
     assert first["title"] == "Honest answers" and first["text"].startswith("Rates")
     table = first["tables"][0]
-    assert table["columns"] == ["dataset", "condition", "target_rate", "target_low",
-                                "target_high", "note", "extra"]
+    assert table["columns"] == [
+        "dataset",
+        "condition",
+        "target_rate",
+        "target_low",
+        "target_high",
+        "note",
+        "extra",
+    ]
     assert table["rows"][0][:3] == ["facts", "honest", 0.81]
     assert table["rows"][1][2] is None  # NaN is not valid JSON
     assert first["plots"] == ["plots/rates.png"] and first["captions"] == ["Honest rate"]
     assert (tmp_path / table["csv"]).is_file() and (tmp_path / table["json"]).is_file()
     metric = doc["metrics"]["honest_rate/facts"]
-    assert metric == {"value": 0.81, "ci_low": pytest.approx(0.74999, abs=1e-4),
-                      "ci_high": pytest.approx(0.85833, abs=1e-4), "n": 200, "dataset": "facts"}
+    assert metric == {
+        "value": 0.81,
+        "ci_low": pytest.approx(0.74999, abs=1e-4),
+        "ci_high": pytest.approx(0.85833, abs=1e-4),
+        "n": 200,
+        "dataset": "facts",
+    }
 
     md = paths["markdown"].read_text()
     assert md.startswith("# Honesty")

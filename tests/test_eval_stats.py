@@ -32,8 +32,13 @@ def test_wilson_matches_closed_form(k, n):
 # method 3 (score interval without continuity correction).
 @pytest.mark.parametrize(
     "k,n,low,high",
-    [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611),
-     (1, 29, 0.0061, 0.1718), (29, 29, 0.8830, 1.0)],
+    [
+        (81, 263, 0.2553, 0.3662),
+        (15, 148, 0.0624, 0.1605),
+        (0, 20, 0.0, 0.1611),
+        (1, 29, 0.0061, 0.1718),
+        (29, 29, 0.8830, 1.0),
+    ],
 )
 def test_wilson_textbook_values(k, n, low, high):
     got = wilson_interval(k, n)

@@ -21,7 +21,6 @@ from reptune.vectors import SteeringVectors
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 
 
-
 def _model(seed=0):
     model = make_model("llama", seed=seed)
     model.config.max_position_embeddings = 512  # persona prompts are longer than 128 tokens
@@ -38,8 +37,18 @@ def setup():
 def test_batched_sweep_equals_sequential(setup):
     model, tok, vecs, items = setup
     coefficients = [-4.0, 0.0, 3.0]
-    res = steering_sweep(model, tok, vecs, items, [1, 2], coefficients, ablate=True,
-                         conditions=["none", "honest"], batch_size=5, progress=False)
+    res = steering_sweep(
+        model,
+        tok,
+        vecs,
+        items,
+        [1, 2],
+        coefficients,
+        ablate=True,
+        conditions=["none", "honest"],
+        batch_size=5,
+        progress=False,
+    )
     assert len(res.rows) == 2 * (3 + 1) * 2
     for (layer, mode, coef, cond), batched in res.results.items():
         system = {"none": None, "honest": HONEST_PERSONA}[cond]
@@ -58,8 +67,18 @@ def test_batched_sweep_equals_sequential(setup):
 
 def test_batched_generation_sweep_equals_sequential(setup):
     model, tok, vecs, items = setup
-    res = steering_sweep(model, tok, vecs, items[:2], [2], [0.0, 30.0], scorer="generate",
-                         max_new_tokens=3, batch_size=4, progress=False)
+    res = steering_sweep(
+        model,
+        tok,
+        vecs,
+        items[:2],
+        [2],
+        [0.0, 30.0],
+        scorer="generate",
+        max_new_tokens=3,
+        batch_size=4,
+        progress=False,
+    )
     for (layer, _, coef, _), batched in res.results.items():
         single = SteeredModel(model, vecs, layers=[layer], coefficient=coef)
         ref = evaluate_ab(single, tok, items[:2], "generate", max_new_tokens=3)
@@ -68,11 +87,20 @@ def test_batched_generation_sweep_equals_sequential(setup):
 
 def test_sweep_rows_tables_and_plots(setup, tmp_path):
     model, tok, vecs, items = setup
-    res = steering_sweep(model, tok, vecs, items[:2], [1], [-2.0, 2.0], ablate=True,
-                         progress=False)
+    res = steering_sweep(model, tok, vecs, items[:2], [1], [-2.0, 2.0], ablate=True, progress=False)
     row = res.rows[0]
-    assert {"layer", "mode", "coefficient", "condition", "target_rate", "target_low",
-            "target_high", "behaviour", "mean_target_prob", "n"} <= set(row)
+    assert {
+        "layer",
+        "mode",
+        "coefficient",
+        "condition",
+        "target_rate",
+        "target_low",
+        "target_high",
+        "behaviour",
+        "mean_target_prob",
+        "n",
+    } <= set(row)
     assert [r["mode"] for r in res.rows] == ["add", "add", "ablate"]
     assert res.rows[-1]["coefficient"] is None
     csv_path, json_path = write_table(res.rows, tmp_path / "sweep")
@@ -95,11 +123,22 @@ def test_robustness_runs_every_model_on_the_negative_grid(setup, tmp_path):
         loaded.append(True)
         return _model(seed=3)
 
-    res = robustness_sweep([("base", _model()), ("tuned", load_tuned)], tok, vecs, items[:2],
-                           [1], [4.0], progress=False)
+    res = robustness_sweep(
+        [("base", _model()), ("tuned", load_tuned)],
+        tok,
+        vecs,
+        items[:2],
+        [1],
+        [4.0],
+        progress=False,
+    )
     assert loaded == [True]
     assert [(r["model"], r["coefficient"]) for r in res.rows] == [
-        ("base", -4.0), ("base", 0.0), ("tuned", -4.0), ("tuned", 0.0)]
+        ("base", -4.0),
+        ("base", 0.0),
+        ("tuned", -4.0),
+        ("tuned", 0.0),
+    ]
     assert ("tuned", 1, "add", -4.0, "none") in res.results
     assert plot_robustness(res.rows, tmp_path / "robust.png").is_file()
 

@@ -27,7 +27,6 @@ FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 GRID = np.arange(-10, 10.25, 0.25)  # the published grid
 
 
-
 @pytest.mark.parametrize("a,b", [(0.3, -0.2), (0.08, 0.5), (1.5, 0.0)])
 def test_tanh_fit_recovers_planted_parameters(a, b):
     rng = np.random.default_rng(0)
@@ -82,8 +81,16 @@ def test_tradeoff_study_on_a_tiny_model(tmp_path):
     coefficients = [-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0]
     mmlu = load_items(FIXTURES / "mmlu.jsonl")
     behaviour = load_items(FIXTURES / "caa_qa.json")
-    res = tradeoff_study(model, tok, vecs, 1, coefficients, helpfulness_items=mmlu,
-                         behaviour_items=behaviour, progress=False)
+    res = tradeoff_study(
+        model,
+        tok,
+        vecs,
+        1,
+        coefficients,
+        helpfulness_items=mmlu,
+        behaviour_items=behaviour,
+        progress=False,
+    )
     assert [r["coefficient"] for r in res.rows] == coefficients
     for row in res.rows:
         assert -1.0 <= row["behaviour"] <= 1.0 and row["behaviour_n"] == 2
@@ -93,9 +100,18 @@ def test_tradeoff_study_on_a_tiny_model(tmp_path):
     assert len(res.fit_rows()) == 3
     # Behaviour from generated text and a scorer instead of A/B letters.
     texts = []
-    gen = tradeoff_study(model, tok, vecs, 1, [0.0, 2.0, 4.0], helpfulness_items=mmlu[:2],
-                         behaviour_prompts=["Tell me a joke.", "Hi"], max_new_tokens=2,
-                         behaviour_scorer=lambda t: texts.append(t) or 1, progress=False)
+    gen = tradeoff_study(
+        model,
+        tok,
+        vecs,
+        1,
+        [0.0, 2.0, 4.0],
+        helpfulness_items=mmlu[:2],
+        behaviour_prompts=["Tell me a joke.", "Hi"],
+        max_new_tokens=2,
+        behaviour_scorer=lambda t: texts.append(t) or 1,
+        progress=False,
+    )
     assert len(texts) == 6 and all(r["behaviour"] == 1.0 for r in gen.rows)
     assert plot_tradeoff(res.rows, res.fits, tmp_path / "t.png").is_file()
     with pytest.raises(ValueError, match="exactly one"):

@@ -43,8 +43,9 @@ def test_planted_direction_is_recovered(method):
             strength = 2.0 + 0.5 * i  # varying strength gives PCA of differences something to find
             emb[last(pair.positive)] = emb[last(pair.negative)] + strength * direction
             emb[last(pair.positive)] += 0.01 * torch.randn(32)
-    vecs = extract_vectors(model, tok, pairs, layers=[0, 2], method=method, position=-1,
-                           batch_size=5, progress=False)
+    vecs = extract_vectors(
+        model, tok, pairs, layers=[0, 2], method=method, position=-1, batch_size=5, progress=False
+    )
     for layer in (0, 2):
         assert torch.nn.functional.cosine_similarity(vecs[layer], direction, 0) >= 0.99
         assert vecs.metadata["diagnostics"][layer]["accuracy"] == 1.0
@@ -67,8 +68,9 @@ def _reference_mean_diff(model, tok, pairs, layer):
 def test_extraction_matches_plain_reference(arch):
     model, tok = make_model(arch, n_layers=4), make_tokenizer()
     # Not the last block: transformers applies the final norm to hidden_states[-1].
-    vecs = extract_vectors(model, tok, PAIRS, layers=[0, 2], normalize=False, batch_size=2,
-                           progress=False)
+    vecs = extract_vectors(
+        model, tok, PAIRS, layers=[0, 2], normalize=False, batch_size=2, progress=False
+    )
     for layer in (0, 2):
         ref = _reference_mean_diff(model, tok, PAIRS, layer)
         if (ref @ vecs[layer]) < 0:  # the sign vote may flip a direction the data disagrees on
@@ -91,8 +93,9 @@ def test_metadata_and_diagnostics():
 def test_reservoir_bounds_memory_and_keeps_mean_exact():
     model, tok = make_model(), make_tokenizer()
     full = extract_vectors(model, tok, PAIRS, layers=[2], progress=False, normalize=False)
-    capped = extract_vectors(model, tok, PAIRS, layers=[2], progress=False, normalize=False,
-                             max_pairs_in_memory=2)
+    capped = extract_vectors(
+        model, tok, PAIRS, layers=[2], progress=False, normalize=False, max_pairs_in_memory=2
+    )
     torch.testing.assert_close(full[2], capped[2])
     assert capped.metadata["diagnostics"][2]["pairs_used"] == 2
 

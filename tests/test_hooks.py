@@ -29,7 +29,9 @@ def test_position_language_by_hand():
     call = _call(4, real=real)
     assert resolve_positions("all", call).tolist() == real.tolist()
     assert resolve_positions("prompt", call).tolist() == [
-        [False, False, True, True, False], [True, True, True, True, False]]
+        [False, False, True, True, False],
+        [True, True, True, True, False],
+    ]
     assert resolve_positions("generated", call)[:, 4].all()
     assert resolve_positions(-1, call).nonzero().tolist() == [[0, 3], [1, 3]]
     # offset before the first real token of row 0 selects nothing there
@@ -56,7 +58,9 @@ def test_decode_step_knows_it_is_generated():
         model.generate(**batch, max_new_tokens=3, do_sample=False)
     assert seen[0][0] == 0 and not seen[0][1].any()  # prefill: prompt only
     assert all(m.all() for past, m in seen[1:]) and [p for p, _ in seen[1:]] == [
-        batch["input_ids"].shape[1], batch["input_ids"].shape[1] + 1]
+        batch["input_ids"].shape[1],
+        batch["input_ids"].shape[1] + 1,
+    ]
 
 
 def test_recorder_equals_hidden_states():

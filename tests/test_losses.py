@@ -118,7 +118,11 @@ def test_position_mask_right_and_left_padding():
     end = torch.tensor([3, 2])
     assert position_mask(-1, right, end).nonzero().tolist() == [[0, 2], [1, 1]]
     assert position_mask("completion", right, end).nonzero().tolist() == [
-        [0, 3], [1, 2], [1, 3], [1, 4]]
+        [0, 3],
+        [1, 2],
+        [1, 3],
+        [1, 4],
+    ]
     assert position_mask("prompt", right, end).sum().item() == 5
     assert position_mask([-5], right, end).sum().item() == 0  # before the first token
     left = torch.tensor([[0, 1, 1, 1]])

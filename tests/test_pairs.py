@@ -80,4 +80,5 @@ def test_validation_and_helpers():
     assert len(test) == 2 and sorted(train + test) == list(range(10))
     assert split_pairs(list(range(10)), 0.2, seed=1) == (train, test)
     assert format_chat(None or make_tokenizer(chat_template=False), "hi", "(A", "sys") == (
-        "sys\n\nhi\n(A")
+        "sys\n\nhi\n(A"
+    )

@@ -29,8 +29,9 @@ def _fields(*classes) -> set[str]:
     return {f.name for cls in classes for f in dataclasses.fields(cls)}
 
 
-@pytest.mark.parametrize("path", sorted(RECIPES.glob("[hb]*/*.yaml")),
-                         ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize(
+    "path", sorted(RECIPES.glob("[hb]*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}"
+)
 def test_recipe_configs_name_only_existing_options(path):
     arguments = HonestyArguments if path.parent.name == "honesty" else BehaviourArguments
     config = yaml.safe_load(path.read_text())
@@ -38,15 +39,19 @@ def test_recipe_configs_name_only_existing_options(path):
     assert not unknown, f"{path.name} names unknown options {sorted(unknown)}"
 
 
-@pytest.mark.parametrize("path", sorted((RECIPES / "accelerate").glob("*.yaml")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((RECIPES / "accelerate").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_accelerate_configs_parse(path):
     from accelerate.commands.config.config_args import ClusterConfig
     from accelerate.commands.launch import launch_command_parser
 
     config = ClusterConfig.from_yaml_file(str(path))  # rejects unknown top-level keys
-    flags = {opt.lstrip("-") for action in launch_command_parser()._actions
-             for opt in action.option_strings}
+    flags = {
+        opt.lstrip("-")
+        for action in launch_command_parser()._actions
+        for opt in action.option_strings
+    }
     nested = {**(config.deepspeed_config or {}), **(config.fsdp_config or {})}
     unknown = [key for key in nested if key not in flags]
     assert not unknown, f"{path.name}: accelerate knows no options {unknown}"
@@ -61,14 +66,25 @@ def tiny_run(tmp_path_factory):
     model.save_pretrained(root / "tiny")
     tok.save_pretrained(root / "tiny")
     config = {
-        "model": str(root / "tiny"), "run_dir": str(root / "run"),
-        "num_rep_layers": 2, "sweep_coefficients": [-4, 0, 4], "sweep_limit": 8,
-        "robustness_coefficients": [4], "perplexity_window": 64, "perplexity_stride": 32,
+        "model": str(root / "tiny"),
+        "run_dir": str(root / "run"),
+        "num_rep_layers": 2,
+        "sweep_coefficients": [-4, 0, 4],
+        "sweep_limit": 8,
+        "robustness_coefficients": [4],
+        "perplexity_window": 64,
+        "perplexity_stride": 32,
         "tradeoff_items": str(ROOT / "tests/fixtures/eval/mmlu.jsonl"),
-        "tradeoff_coefficients": [-4, 0, 4], "behaviour": "sentiment",
-        "lora_target_modules": ["q_proj", "v_proj"], "rep_positions": "-3",
-        "learning_rate": 0.01, "max_steps": 3, "per_device_train_batch_size": 4,
-        "logging_steps": 1, "save_strategy": "no", "report_to": [],
+        "tradeoff_coefficients": [-4, 0, 4],
+        "behaviour": "sentiment",
+        "lora_target_modules": ["q_proj", "v_proj"],
+        "rep_positions": "-3",
+        "learning_rate": 0.01,
+        "max_steps": 3,
+        "per_device_train_batch_size": 4,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": [],
         "output_dir": str(root / "run/trainer"),
     }
     path = root / "tiny.yaml"
@@ -78,8 +94,7 @@ def tiny_run(tmp_path_factory):
 
 def _run(args, timeout=600):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
 
@@ -90,10 +105,19 @@ def test_honesty_recipe_end_to_end_then_rerun_skips(tiny_run):
     run = root / "run"
     _run([sys.executable, "recipes/honesty.py", "--config", str(config)])
     # artefacts a user needs
-    for rel in ("vectors/steering_vectors.safetensors", "adapter/adapter_model.safetensors",
-                "report/report.md", "report/report.json", "report/sweep.png",
-                "report/layer_accuracy.png", "report/robustness.png", "report/tradeoff.png",
-                "behaviour/sweep.png", "README.md", "reptune_config.json"):
+    for rel in (
+        "vectors/steering_vectors.safetensors",
+        "adapter/adapter_model.safetensors",
+        "report/report.md",
+        "report/report.json",
+        "report/sweep.png",
+        "report/layer_accuracy.png",
+        "report/robustness.png",
+        "report/tradeoff.png",
+        "behaviour/sweep.png",
+        "README.md",
+        "reptune_config.json",
+    ):
         assert (run / rel).is_file(), rel
     # the card's numbers are the report's
     report = json.loads((run / "report/report.json").read_text())
@@ -123,16 +147,28 @@ def test_honesty_recipe_end_to_end_then_rerun_skips(tiny_run):
     markers = {p.name: p.read_text() for p in (run / "stages").glob("*.json")}
     proc = _run([sys.executable, "recipes/honesty.py", "--config", str(config)])
     assert proc.stdout.count("already complete") + proc.stderr.count("already complete") == len(
-        markers)
+        markers
+    )
     assert {p.name: p.read_text() for p in (run / "stages").glob("*.json")} == markers
 
 
 def test_missing_input_fails_before_any_model_runs(tiny_run, tmp_path):
     root, config = tiny_run
     proc = subprocess.run(
-        [sys.executable, "recipes/honesty.py", "--config", str(config), "--claims",
-         str(tmp_path / "nope.csv"), "--run_dir", str(tmp_path / "run")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "recipes/honesty.py",
+            "--config",
+            str(config),
+            "--claims",
+            str(tmp_path / "nope.csv"),
+            "--run_dir",
+            str(tmp_path / "run"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0
     assert "nope.csv does not exist" in proc.stderr
@@ -144,11 +180,30 @@ def test_honesty_recipe_with_two_processes(tiny_run, tmp_path):
     """torchrun with 2 CPU processes (gloo): training runs data-parallel, the rest on rank 0."""
     root, config = tiny_run
     run = tmp_path / "run2"
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-          "recipes/honesty.py", "--config", str(config), "--run_dir", str(run),
-          "--output_dir", str(run / "trainer"), "--behaviour", "sentiment",
-          "--tune_targets", "toward", "--token_baselines", "false",
-          "--tradeoff_items", str(ROOT / "tests/fixtures/eval/mmlu.jsonl")])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "recipes/honesty.py",
+            "--config",
+            str(config),
+            "--run_dir",
+            str(run),
+            "--output_dir",
+            str(run / "trainer"),
+            "--behaviour",
+            "sentiment",
+            "--tune_targets",
+            "toward",
+            "--token_baselines",
+            "false",
+            "--tradeoff_items",
+            str(ROOT / "tests/fixtures/eval/mmlu.jsonl"),
+        ]
+    )
     assert (run / "adapter/adapter_model.safetensors").is_file()
     assert (run / "report/report.json").is_file() and (run / "README.md").is_file()
     marker = json.loads((run / "stages/tune_honest.json").read_text())
@@ -166,14 +221,44 @@ def test_main_job_reduced_on_the_embedded_model(tmp_path):
     except (ImportError, FileNotFoundError, ValueError) as err:
         pytest.skip(f"embedded model not installed: {err}")
     run = tmp_path / "run"
-    _run([sys.executable, "recipes/honesty.py",
-          "--config", "recipes/honesty/smollm2-135m.yaml", "--run_dir", str(run),
-          "--output_dir", str(run / "trainer"), "--claims_limit", "20",
-          "--extract_layers", "8", "10", "--sweep_limit", "4",
-          "--sweep_coefficients", "-0.25", "0", "0.25", "--robustness_coefficients", "0.25",
-          "--tune_targets", "toward", "--token_baselines", "false", "--max_steps", "2",
-          "--behaviour_layers", "10", "--behaviour_eval_prompts", "2",
-          "--behaviour_new_tokens", "6"], timeout=900)
+    _run(
+        [
+            sys.executable,
+            "recipes/honesty.py",
+            "--config",
+            "recipes/honesty/smollm2-135m.yaml",
+            "--run_dir",
+            str(run),
+            "--output_dir",
+            str(run / "trainer"),
+            "--claims_limit",
+            "20",
+            "--extract_layers",
+            "8",
+            "10",
+            "--sweep_limit",
+            "4",
+            "--sweep_coefficients",
+            "-0.25",
+            "0",
+            "0.25",
+            "--robustness_coefficients",
+            "0.25",
+            "--tune_targets",
+            "toward",
+            "--token_baselines",
+            "false",
+            "--max_steps",
+            "2",
+            "--behaviour_layers",
+            "10",
+            "--behaviour_eval_prompts",
+            "2",
+            "--behaviour_new_tokens",
+            "6",
+        ],
+        timeout=900,
+    )
     report = json.loads((run / "report/report.json").read_text())
     card = (run / "README.md").read_text()
     for name, metric in report["metrics"].items():

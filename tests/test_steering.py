@@ -21,16 +21,30 @@ def _decode_with_cache(steered, batch, steps=3):
     cache = DynamicCache()
     ids, mask = batch["input_ids"], batch["attention_mask"]
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    logits = [steered(input_ids=ids, attention_mask=mask, position_ids=pos,
-                      past_key_values=cache, use_cache=True).logits]
+    logits = [
+        steered(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=cache,
+            use_cache=True,
+        ).logits
+    ]
     seq = ids
     for _ in range(steps):
         nxt = logits[-1][:, -1].argmax(-1, keepdim=True)
         seq = torch.cat([seq, nxt], 1)
         mask = torch.cat([mask, torch.ones_like(nxt)], 1)
         pos = pos[:, -1:] + 1
-        logits.append(steered(input_ids=nxt, attention_mask=mask, position_ids=pos,
-                              past_key_values=cache, use_cache=True).logits)
+        logits.append(
+            steered(
+                input_ids=nxt,
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=cache,
+                use_cache=True,
+            ).logits
+        )
     return seq, mask, torch.cat(logits, 1)
 
 
@@ -59,8 +73,9 @@ def test_generate_with_and_without_cache_agree():
     model, tok = make_model(), make_tokenizer()
     batch = encode_batch(tok, PROMPTS)
     steered = SteeredModel(model, _vectors(), coefficient=6.0, positions="generated")
-    kwargs = dict(max_new_tokens=5, do_sample=False, output_scores=True,
-                  return_dict_in_generate=True)
+    kwargs = dict(
+        max_new_tokens=5, do_sample=False, output_scores=True, return_dict_in_generate=True
+    )
     a = steered.generate(**batch, use_cache=True, **kwargs)
     b = steered.generate(**batch, use_cache=False, **kwargs)
     assert torch.equal(a.sequences, b.sequences)
@@ -71,13 +86,14 @@ def test_generate_with_and_without_cache_agree():
 def test_left_padded_batch_equals_one_at_a_time():
     model, tok = make_model(), make_tokenizer()
     steered = SteeredModel(model, _vectors(), coefficient=5.0, positions="all")
-    kwargs = dict(max_new_tokens=4, do_sample=False, output_scores=True,
-                  return_dict_in_generate=True)
+    kwargs = dict(
+        max_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True
+    )
     batched = steered.generate(**encode_batch(tok, PROMPTS), **kwargs)
     for row, prompt in enumerate(PROMPTS):
         alone = steered.generate(**encode_batch(tok, [prompt]), **kwargs)
         n = alone.sequences.shape[1]
-        assert torch.equal(batched.sequences[row, -4:], alone.sequences[0, n - 4:])
+        assert torch.equal(batched.sequences[row, -4:], alone.sequences[0, n - 4 :])
         for sb, sa in zip(batched.scores, alone.scores):
             assert (sb[row] - sa[0]).abs().max() <= 1e-5
 
@@ -92,11 +108,13 @@ def test_per_row_coefficients_equal_separate_runs():
         for row, c in enumerate(coefs):
             single = steered(**encode_batch(tok, ["I love"]), coefficient=c).logits
             assert (swept[row] - single[0]).abs().max() <= 1e-5
-    gen = steered.generate(**batch, coefficient=torch.tensor(coefs), max_new_tokens=3,
-                           do_sample=False)
+    gen = steered.generate(
+        **batch, coefficient=torch.tensor(coefs), max_new_tokens=3, do_sample=False
+    )
     for row, c in enumerate(coefs):
-        one = steered.generate(**encode_batch(tok, ["I love"]), coefficient=c, max_new_tokens=3,
-                               do_sample=False)
+        one = steered.generate(
+            **encode_batch(tok, ["I love"]), coefficient=c, max_new_tokens=3, do_sample=False
+        )
         assert torch.equal(gen[row], one[0])
 
 
@@ -108,10 +126,12 @@ def test_generated_positions_leave_prompt_untouched():
         plain = model(**batch).logits
         prefill = steered(**batch).logits
     assert torch.equal(plain, prefill)
-    plain_gen = model.generate(**batch, max_new_tokens=1, do_sample=False, output_scores=True,
-                               return_dict_in_generate=True)
-    steer_gen = steered.generate(**batch, max_new_tokens=1, do_sample=False, output_scores=True,
-                                 return_dict_in_generate=True)
+    plain_gen = model.generate(
+        **batch, max_new_tokens=1, do_sample=False, output_scores=True, return_dict_in_generate=True
+    )
+    steer_gen = steered.generate(
+        **batch, max_new_tokens=1, do_sample=False, output_scores=True, return_dict_in_generate=True
+    )
     # the first generated token is predicted from the prompt alone: unchanged
     assert torch.equal(plain_gen.scores[0], steer_gen.scores[0])
 

@@ -79,8 +79,13 @@ def test_bad_setups_fail_before_training(tmp_path, tok):
     model, rows = tiny_model(), make_rows(8)
 
     def build(vectors=None, **kw):
-        return RepTuneTrainer(model, make_args(tmp_path, **kw), vectors=vectors,
-                              train_dataset=rows, processing_class=tok)
+        return RepTuneTrainer(
+            model,
+            make_args(tmp_path, **kw),
+            vectors=vectors,
+            train_dataset=rows,
+            processing_class=tok,
+        )
 
     vecs = random_vectors(32, range(4))
     with pytest.raises(ValueError, match="out of range"):
@@ -104,9 +109,18 @@ def test_bad_setups_fail_before_training(tmp_path, tok):
 # -- exactness ----------------------------------------------------------------------------------
 def test_token_only_mode_equals_plain_trainer(tmp_path, tok):
     rows = make_rows(12)
-    common = dict(output_dir=str(tmp_path / "plain"), use_cpu=True, report_to=[], seed=0,
-                  disable_tqdm=True, save_strategy="no", logging_steps=1, max_steps=3,
-                  per_device_train_batch_size=4, learning_rate=1e-2)
+    common = dict(
+        output_dir=str(tmp_path / "plain"),
+        use_cpu=True,
+        report_to=[],
+        seed=0,
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_steps=1,
+        max_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+    )
     collate = RepTuneCollator(tok, "-2")
 
     def plain_collate(batch):
@@ -115,15 +129,24 @@ def test_token_only_mode_equals_plain_trainer(tmp_path, tok):
         return out
 
     plain_model = tiny_model()
-    plain = Trainer(plain_model, TrainingArguments(**common, remove_unused_columns=False),
-                    train_dataset=rows, data_collator=plain_collate)
+    plain = Trainer(
+        plain_model,
+        TrainingArguments(**common, remove_unused_columns=False),
+        train_dataset=rows,
+        data_collator=plain_collate,
+    )
     plain.train()
     rep_model = tiny_model()
     common["output_dir"] = str(tmp_path / "rep")
-    rep = RepTuneTrainer(rep_model, RepTuneConfig(**common, rep_weight=0.0, lm_weight=1.0,
-                                                  rep_positions="-2", rep_layers=[1, 2]),
-                         vectors=random_vectors(32, [1, 2]), train_dataset=rows,
-                         processing_class=tok)
+    rep = RepTuneTrainer(
+        rep_model,
+        RepTuneConfig(
+            **common, rep_weight=0.0, lm_weight=1.0, rep_positions="-2", rep_layers=[1, 2]
+        ),
+        vectors=random_vectors(32, [1, 2]),
+        train_dataset=rows,
+        processing_class=tok,
+    )
     rep.train()
     assert _losses(rep) == _losses(plain)
     for (n, a), (_, b) in zip(plain_model.named_parameters(), rep_model.named_parameters()):
@@ -138,12 +161,27 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path, tok):
     grads, logs = [], []
     for bs, ga in ((4, 1), (1, 4)):
         model = tiny_model(init_lora_weights=False)  # random B: the retain term is non-zero
-        args = make_args(tmp_path / f"ga{ga}", per_device_train_batch_size=bs,
-                         gradient_accumulation_steps=ga, max_steps=1, learning_rate=0.0,
-                         rep_layers=[1, 2], rep_positions="completion", lm_weight=0.3,
-                         retain_weight=0.5, retain_layers=[2, 3])
-        trainer = sequential(RepTuneTrainer(model, args, vectors=random_vectors(32, range(4)),
-                                            train_dataset=rows, processing_class=tok))
+        args = make_args(
+            tmp_path / f"ga{ga}",
+            per_device_train_batch_size=bs,
+            gradient_accumulation_steps=ga,
+            max_steps=1,
+            learning_rate=0.0,
+            rep_layers=[1, 2],
+            rep_positions="completion",
+            lm_weight=0.3,
+            retain_weight=0.5,
+            retain_layers=[2, 3],
+        )
+        trainer = sequential(
+            RepTuneTrainer(
+                model,
+                args,
+                vectors=random_vectors(32, range(4)),
+                train_dataset=rows,
+                processing_class=tok,
+            )
+        )
         capture = GradCapture()
         trainer.add_callback(capture)
         trainer.train()
@@ -190,8 +228,11 @@ def test_targets_reach_their_goal(tmp_path, tok, target):
     for i in LAYERS:
         mean = rec.hidden(i)[rec.mask(i)].mean(0)
         mean, noise = mean / mean.norm(), torch.randn(64, generator=gen)
-        vectors[i] = mean + 0.3 * noise / noise.norm() if target == "orthogonal" else (
-            noise - (noise @ mean) * mean)
+        vectors[i] = (
+            mean + 0.3 * noise / noise.norm()
+            if target == "orthogonal"
+            else (noise - (noise @ mean) * mean)
+        )
     vectors = SteeringVectors(vectors)
     cos0, abs0, lm0 = _measure(model, tok, held_out, vectors, positions)
     if target == "orthogonal":
@@ -200,11 +241,25 @@ def test_targets_reach_their_goal(tmp_path, tok, target):
         assert abs(cos0) < 0.1
 
     # published weights: 0.01 * CE + 1 * cosine
-    args = make_args(tmp_path, rep_target=target, rep_layers=LAYERS, rep_positions=positions,
-                     lm_weight=0.01, max_steps=50, learning_rate=1e-2,
-                     per_device_train_batch_size=8, logging_steps=25)
-    trainer = RepTuneTrainer(model, args, vectors=vectors, train_dataset=train,
-                             eval_dataset=held_out, processing_class=tok)
+    args = make_args(
+        tmp_path,
+        rep_target=target,
+        rep_layers=LAYERS,
+        rep_positions=positions,
+        lm_weight=0.01,
+        max_steps=50,
+        learning_rate=1e-2,
+        per_device_train_batch_size=8,
+        logging_steps=25,
+    )
+    trainer = RepTuneTrainer(
+        model,
+        args,
+        vectors=vectors,
+        train_dataset=train,
+        eval_dataset=held_out,
+        processing_class=tok,
+    )
     trainer.train()
     cos1, abs1, lm1 = _measure(model, tok, held_out, vectors, positions)
     goal = {"toward": cos1 >= 0.9, "away": cos1 <= -0.9, "orthogonal": abs1 <= 0.1}[target]
@@ -223,11 +278,22 @@ def test_targets_reach_their_goal(tmp_path, tok, target):
 # -- checkpoints ------------------------------------------------------------------------------
 def test_resume_equals_uninterrupted_run_and_checkpoints_carry_reptune(tmp_path, tok):
     rows, vectors = make_rows(24), random_vectors(32, range(4))
-    kw = dict(max_steps=4, save_strategy="steps", save_steps=2, rep_layers=[1, 2],
-              retain_weight=0.2, learning_rate=5e-3)
+    kw = dict(
+        max_steps=4,
+        save_strategy="steps",
+        save_steps=2,
+        rep_layers=[1, 2],
+        retain_weight=0.2,
+        learning_rate=5e-3,
+    )
     full_model = tiny_model()
-    full = RepTuneTrainer(full_model, make_args(tmp_path / "full", **kw), vectors=vectors,
-                          train_dataset=rows, processing_class=tok)
+    full = RepTuneTrainer(
+        full_model,
+        make_args(tmp_path / "full", **kw),
+        vectors=vectors,
+        train_dataset=rows,
+        processing_class=tok,
+    )
     full.train()
 
     ckpt = tmp_path / "full" / "checkpoint-2"
@@ -239,8 +305,13 @@ def test_resume_equals_uninterrupted_run_and_checkpoints_carry_reptune(tmp_path,
     assert (ckpt / "adapter_model.safetensors").is_file()
 
     resumed_model = tiny_model()
-    resumed = RepTuneTrainer(resumed_model, make_args(tmp_path / "resumed", **kw),
-                             vectors=vectors, train_dataset=rows, processing_class=tok)
+    resumed = RepTuneTrainer(
+        resumed_model,
+        make_args(tmp_path / "resumed", **kw),
+        vectors=vectors,
+        train_dataset=rows,
+        processing_class=tok,
+    )
     resumed.train(resume_from_checkpoint=str(ckpt))
     # the resumed history starts with the checkpoint's two logged steps
     assert len(_losses(resumed)) == 4
@@ -248,9 +319,13 @@ def test_resume_equals_uninterrupted_run_and_checkpoints_carry_reptune(tmp_path,
     for (n, a), (_, b) in zip(full_model.named_parameters(), resumed_model.named_parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=n)
 
-    other = RepTuneTrainer(tiny_model(), make_args(tmp_path / "other", **kw),
-                           vectors=random_vectors(32, range(4), seed=5), train_dataset=rows,
-                           processing_class=tok)
+    other = RepTuneTrainer(
+        tiny_model(),
+        make_args(tmp_path / "other", **kw),
+        vectors=random_vectors(32, range(4), seed=5),
+        train_dataset=rows,
+        processing_class=tok,
+    )
     with pytest.raises(ValueError, match="other steering vectors"):
         other.train(resume_from_checkpoint=str(ckpt))
 
@@ -264,13 +339,28 @@ def test_sft_trainer_mixin_trains(tmp_path):
     tok = make_tokenizer(pad=True)
     rows = Dataset.from_list([{**r, "completion": " " + r["completion"]} for r in make_rows(16)])
     args = RepTuneSFTConfig(
-        output_dir=str(tmp_path), rep_layers=[1, 2], rep_positions="-1", lm_weight=0.01,
-        per_device_train_batch_size=8, max_steps=12, learning_rate=1e-2, logging_steps=1,
-        report_to=[], save_strategy="no", use_cpu=True, bf16=False, disable_tqdm=True,
+        output_dir=str(tmp_path),
+        rep_layers=[1, 2],
+        rep_positions="-1",
+        lm_weight=0.01,
+        per_device_train_batch_size=8,
+        max_steps=12,
+        learning_rate=1e-2,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        bf16=False,
+        disable_tqdm=True,
         gradient_checkpointing=False,
     )
-    trainer = RepTuneSFTTrainer(model=tiny_model(), args=args, train_dataset=rows,
-                                vectors=random_vectors(32, [1, 2]), processing_class=tok)
+    trainer = RepTuneSFTTrainer(
+        model=tiny_model(),
+        args=args,
+        train_dataset=rows,
+        vectors=random_vectors(32, [1, 2]),
+        processing_class=tok,
+    )
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert {"entropy", "mean_token_accuracy", "rep_loss", "cos_layer_1"} <= set(logs[0])
@@ -280,16 +370,32 @@ def test_sft_trainer_mixin_trains(tmp_path):
     # a plain SFTConfig takes the reptune settings from rep_config=
     from trl import SFTConfig
 
-    sft_args = SFTConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, bf16=False,
-                         gradient_checkpointing=False)
+    sft_args = SFTConfig(
+        output_dir=str(tmp_path),
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+    )
     rep_args = RepTuneConfig(output_dir=str(tmp_path), rep_layers=[2], rep_positions="-1")
     vectors = random_vectors(32, [2])
-    trainer = RepTuneSFTTrainer(model=tiny_model(), args=sft_args, rep_config=rep_args,
-                                vectors=vectors, train_dataset=rows, processing_class=tok)
+    trainer = RepTuneSFTTrainer(
+        model=tiny_model(),
+        args=sft_args,
+        rep_config=rep_args,
+        vectors=vectors,
+        train_dataset=rows,
+        processing_class=tok,
+    )
     assert trainer.rep_config is rep_args and trainer.rep_layers == [2]
     with pytest.raises(TypeError, match="lacks the reptune fields"):
-        RepTuneSFTTrainer(model=tiny_model(), args=sft_args, vectors=vectors,
-                          train_dataset=rows, processing_class=tok)
+        RepTuneSFTTrainer(
+            model=tiny_model(),
+            args=sft_args,
+            vectors=vectors,
+            train_dataset=rows,
+            processing_class=tok,
+        )
 
 
 def test_text_columns_survive_remove_unused_columns(tmp_path, tok):
@@ -298,8 +404,13 @@ def test_text_columns_survive_remove_unused_columns(tmp_path, tok):
     rows = Dataset.from_list([{**r, "id": i, "source": "x"} for i, r in enumerate(make_rows(8))])
     args = make_args(tmp_path, rep_layers=[1], max_steps=1)
     assert args.remove_unused_columns
-    trainer = RepTuneTrainer(tiny_model(), args, vectors=random_vectors(32, [1]),
-                             train_dataset=rows, processing_class=tok)
+    trainer = RepTuneTrainer(
+        tiny_model(),
+        args,
+        vectors=random_vectors(32, [1]),
+        train_dataset=rows,
+        processing_class=tok,
+    )
     trainer.train()
     assert trainer.state.global_step == 1
 
@@ -313,8 +424,9 @@ def test_gradient_routing_sends_each_loss_to_its_parameters(tmp_path, tok):
     def grads(**kw):
         model = tiny_model(lora=False).train()
         args = make_args(tmp_path, rep_layers=[1], train_layers=[1], **kw)
-        trainer = RepTuneTrainer(model, args, vectors=vectors, train_dataset=rows,
-                                 processing_class=tok)
+        trainer = RepTuneTrainer(
+            model, args, vectors=vectors, train_dataset=rows, processing_class=tok
+        )
         trainer.compute_loss(model, dict(batch)).backward()
         return {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
 
@@ -335,20 +447,38 @@ def test_gradient_routing_sends_each_loss_to_its_parameters(tmp_path, tok):
 
     # and it runs inside the training loop
     model = tiny_model(lora=False)
-    args = make_args(tmp_path, rep_layers=[1], train_layers=[1], max_steps=2,
-                     rep_params="v_proj", lm_params="mlp")
-    RepTuneTrainer(model, args, vectors=vectors, train_dataset=rows,
-                   processing_class=tok).train()
+    args = make_args(
+        tmp_path,
+        rep_layers=[1],
+        train_layers=[1],
+        max_steps=2,
+        rep_params="v_proj",
+        lm_params="mlp",
+    )
+    RepTuneTrainer(model, args, vectors=vectors, train_dataset=rows, processing_class=tok).train()
 
 
 def test_selected_layer_full_finetuning_with_group_learning_rates(tmp_path, tok):
     model = tiny_model(lora=False)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    args = make_args(tmp_path, rep_layers=[2], train_layers=[1, 2], learning_rate=1e-4,
-                     param_lrs=[r"self_attn\.(v|o)_proj=1e-2"], max_steps=2, warmup_steps=0,
-                     lr_scheduler_type="constant", weight_decay=0.1)
-    trainer = RepTuneTrainer(model, args, vectors=random_vectors(32, [2]),
-                             train_dataset=make_rows(8), processing_class=tok)
+    args = make_args(
+        tmp_path,
+        rep_layers=[2],
+        train_layers=[1, 2],
+        learning_rate=1e-4,
+        param_lrs=[r"self_attn\.(v|o)_proj=1e-2"],
+        max_steps=2,
+        warmup_steps=0,
+        lr_scheduler_type="constant",
+        weight_decay=0.1,
+    )
+    trainer = RepTuneTrainer(
+        model,
+        args,
+        vectors=random_vectors(32, [2]),
+        train_dataset=make_rows(8),
+        processing_class=tok,
+    )
     trainer.train()
     lr_of = {id(p): g["lr"] for g in trainer.optimizer.param_groups for p in g["params"]}
     for name, param in model.named_parameters():
@@ -372,16 +502,46 @@ def test_tune_command_end_to_end(tmp_path, tok):
     data = tmp_path / "train.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in make_rows(8)) + "\n")
     out = tmp_path / "out"
-    code = tune.main([
-        "--model", str(model_dir), "--vectors", str(tmp_path / "vectors"),
-        "--data", str(data), "--eval_data", str(data), "--output_dir", str(out),
-        "--rep_layers", "1", "2", "--rep_positions", "-2", "--max_steps", "2",
-        "--per_device_train_batch_size", "4", "--report_to", "none", "--use_cpu",
-        "--save_strategy", "no", "--lora_r", "4", "--disable_tqdm", "true",
-    ])
+    code = tune.main(
+        [
+            "--model",
+            str(model_dir),
+            "--vectors",
+            str(tmp_path / "vectors"),
+            "--data",
+            str(data),
+            "--eval_data",
+            str(data),
+            "--output_dir",
+            str(out),
+            "--rep_layers",
+            "1",
+            "2",
+            "--rep_positions",
+            "-2",
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "4",
+            "--report_to",
+            "none",
+            "--use_cpu",
+            "--save_strategy",
+            "no",
+            "--lora_r",
+            "4",
+            "--disable_tqdm",
+            "true",
+        ]
+    )
     assert code == 0
-    for name in ("adapter_config.json", "adapter_model.safetensors", REPTUNE_CONFIG_NAME,
-                 f"{REPTUNE_VECTORS_DIR}/steering_vectors.safetensors", "eval_results.json"):
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        REPTUNE_CONFIG_NAME,
+        f"{REPTUNE_VECTORS_DIR}/steering_vectors.safetensors",
+        "eval_results.json",
+    ):
         assert (out / name).is_file(), name
     assert json.loads((out / REPTUNE_CONFIG_NAME).read_text())["rep_layers"] == [1, 2]
     bad = tmp_path / "bad.jsonl"

@@ -22,15 +22,26 @@ from reptune.training import RepTuneTrainer
 DIST = Path(__file__).parent / "dist"
 
 
-
 def _one_step_grads(tmp_path, **ckpt):
     """Gradients of one step of the cosine loss alone (lm_weight 0)."""
-    args = make_args(tmp_path, rep_layers=[1, 2], rep_positions="completion", lm_weight=0.0,
-                     retain_weight=0.5, retain_layers=[2], learning_rate=0.0, max_steps=1,
-                     **ckpt)
-    trainer = RepTuneTrainer(tiny_model(init_lora_weights=False), args,
-                             vectors=random_vectors(32, [1, 2]), train_dataset=make_rows(4),
-                             processing_class=make_tokenizer())
+    args = make_args(
+        tmp_path,
+        rep_layers=[1, 2],
+        rep_positions="completion",
+        lm_weight=0.0,
+        retain_weight=0.5,
+        retain_layers=[2],
+        learning_rate=0.0,
+        max_steps=1,
+        **ckpt,
+    )
+    trainer = RepTuneTrainer(
+        tiny_model(init_lora_weights=False),
+        args,
+        vectors=random_vectors(32, [1, 2]),
+        train_dataset=make_rows(4),
+        processing_class=make_tokenizer(),
+    )
     capture = GradCapture()
     trainer.add_callback(capture)
     trainer.train()
@@ -41,8 +52,10 @@ def _one_step_grads(tmp_path, **ckpt):
 def test_gradient_checkpointing_keeps_gradients_of_captured_activations(tmp_path, reentrant):
     plain, _ = _one_step_grads(tmp_path / "plain")
     ckpt, trainer = _one_step_grads(
-        tmp_path / "ckpt", gradient_checkpointing=True,
-        gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+        tmp_path / "ckpt",
+        gradient_checkpointing=True,
+        gradient_checkpointing_kwargs={"use_reentrant": reentrant},
+    )
     blocks = trainer.model.base_model.model.model.layers
     assert all(block.gradient_checkpointing for block in blocks)  # it really was on
     # layers 0-2 feed the cosine/retain terms: their adapters must get those gradients
@@ -54,21 +67,35 @@ def test_gradient_checkpointing_keeps_gradients_of_captured_activations(tmp_path
 
 
 def test_routing_refuses_reentrant_checkpointing(tmp_path):
-    args = make_args(tmp_path, rep_layers=[1], train_layers=[1], rep_params="v_proj",
-                     gradient_checkpointing=True,
-                     gradient_checkpointing_kwargs={"use_reentrant": True})
+    args = make_args(
+        tmp_path,
+        rep_layers=[1],
+        train_layers=[1],
+        rep_params="v_proj",
+        gradient_checkpointing=True,
+        gradient_checkpointing_kwargs={"use_reentrant": True},
+    )
     with pytest.raises(ValueError, match="reentrant"):
-        RepTuneTrainer(tiny_model(lora=False), args, vectors=random_vectors(32, [1]),
-                       train_dataset=make_rows(4), processing_class=make_tokenizer())
+        RepTuneTrainer(
+            tiny_model(lora=False),
+            args,
+            vectors=random_vectors(32, [1]),
+            train_dataset=make_rows(4),
+            processing_class=make_tokenizer(),
+        )
 
 
 def test_vectors_stay_plain_tensors_outside_the_model(tmp_path):
     model = tiny_model()
     n_params = sum(1 for _ in model.parameters())
     n_buffers = sum(1 for _ in model.buffers())
-    trainer = RepTuneTrainer(model, make_args(tmp_path, rep_layers=[1]),
-                             vectors=random_vectors(32, [1]), train_dataset=make_rows(4),
-                             processing_class=make_tokenizer())
+    trainer = RepTuneTrainer(
+        model,
+        make_args(tmp_path, rep_layers=[1]),
+        vectors=random_vectors(32, [1]),
+        train_dataset=make_rows(4),
+        processing_class=make_tokenizer(),
+    )
     assert sum(1 for _ in model.parameters()) == n_params
     assert sum(1 for _ in model.buffers()) == n_buffers
     vec = trainer._vectors[1]
@@ -88,15 +115,21 @@ def test_zero3_with_adapters_needs_16bit_gather():
     check = RepTuneLossMixin._check_zero3_adapter_save
     with pytest.raises(ValueError, match="zero3_save_16bit_model"):
         check(fake({"zero_optimization": {"stage": 3}}))
-    check(fake({"zero_optimization": {"stage": 3,
-                                      "stage3_gather_16bit_weights_on_model_save": True}}))
+    check(
+        fake({"zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True}})
+    )
     check(fake({"zero_optimization": {"stage": 2}}))
 
 
 def _run(cmd, cwd):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": os.pathsep.join([str(DIST), str(DIST.parent),
-                                          os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join(
+            [str(DIST), str(DIST.parent), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
@@ -108,15 +141,34 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     """gloo DDP, 2 processes x 2 rows == 1 process x 4 rows, step by step."""
     script = str(DIST / "ddp_train.py")
     _run([sys.executable, script, str(tmp_path / "one"), "4"], tmp_path)
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-          "2", script, str(tmp_path / "two"), "2"], tmp_path)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            script,
+            str(tmp_path / "two"),
+            "2",
+        ],
+        tmp_path,
+    )
     one = json.loads((tmp_path / "one" / "logs.json").read_text())
     two = json.loads((tmp_path / "two" / "logs.json").read_text())
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert len(one["logs"]) == len(two["logs"]) == 3
     for a, b in zip(one["logs"], two["logs"]):
-        for key in ("loss", "lm_loss", "rep_loss", "retain_loss", "cos_layer_1", "cos_layer_2",
-                    "grad_norm"):
+        for key in (
+            "loss",
+            "lm_loss",
+            "rep_loss",
+            "retain_loss",
+            "cos_layer_1",
+            "cos_layer_2",
+            "grad_norm",
+        ):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (key, a, b)
     w1 = load_file(str(tmp_path / "one" / "adapter.safetensors"))
     w2 = load_file(str(tmp_path / "two" / "adapter.safetensors"))

@@ -8,9 +8,10 @@ from reptune.vectors import METADATA_FILE, VECTORS_FILE, SteeringVectors
 
 
 def _vecs():
-    return SteeringVectors({1: torch.randn(32), 3: torch.randn(32)},
-                           {"model_name": "tiny", "method": "mean_diff",
-                            "diagnostics": {1: {"accuracy": 0.9}}})
+    return SteeringVectors(
+        {1: torch.randn(32), 3: torch.randn(32)},
+        {"model_name": "tiny", "method": "mean_diff", "diagnostics": {1: {"accuracy": 0.9}}},
+    )
 
 
 def test_round_trip_is_bit_identical(tmp_path):

@@ -45,8 +45,10 @@ class EvalArguments:
     positions: str = field(default="all", metadata={"help": "all, prompt or generated"})
     data: list[str] = field(
         default_factory=list,
-        metadata={"help": "A/B item sources: claims CSV, CAA JSON, TruthfulQA CSV/MC JSON, "
-                          "MMLU-style JSON(L), or HuggingFace dataset names"},
+        metadata={
+            "help": "A/B item sources: claims CSV, CAA JSON, TruthfulQA CSV/MC JSON, "
+            "MMLU-style JSON(L), or HuggingFace dataset names"
+        },
     )
     schema: str = field(default="auto", metadata={"help": "row schema of --data (auto-detected)"})
     dataset_config: str | None = field(default=None, metadata={"help": "HF dataset config"})
@@ -80,8 +82,10 @@ class EvalArguments:
     )
     reference_model: str | None = field(
         default=None,
-        metadata={"help": "model to compare perplexity with (default: the same model without "
-                          "adapter and steering, when either is used)"},
+        metadata={
+            "help": "model to compare perplexity with (default: the same model without "
+            "adapter and steering, when either is used)"
+        },
     )
     bootstrap_resamples: int = field(default=9999, metadata={"help": "paired bootstrap resamples"})
     tasks: list[str] = field(
@@ -127,9 +131,15 @@ def main(argv) -> int:
 
     # Data first: a wrong path should fail before a model is loaded.
     sets = {
-        set_name(src): load_items(src, args.schema, n_choices=args.n_choices, seed=args.seed,
-                                  limit=args.limit or None, dataset_config=args.dataset_config,
-                                  split=args.split)
+        set_name(src): load_items(
+            src,
+            args.schema,
+            n_choices=args.n_choices,
+            seed=args.seed,
+            limit=args.limit or None,
+            dataset_config=args.dataset_config,
+            split=args.split,
+        )
         for src in args.data
     }
     model, tok = load_for_evaluation(args.model, args.adapter, args.dtype)
@@ -139,22 +149,39 @@ def main(argv) -> int:
         from ..vectors import SteeringVectors
 
         vecs = SteeringVectors.load(args.vectors, model=model)
-        evaluated = SteeredModel(model, vecs, layers=args.layers, coefficient=args.coefficient,
-                                 mode=args.mode, positions=args.positions)
-        described.update(vectors=args.vectors, layers=evaluated.layers, mode=args.mode,
-                         coefficient=args.coefficient if args.mode == "add" else None)
+        evaluated = SteeredModel(
+            model,
+            vecs,
+            layers=args.layers,
+            coefficient=args.coefficient,
+            mode=args.mode,
+            positions=args.positions,
+        )
+        described.update(
+            vectors=args.vectors,
+            layers=evaluated.layers,
+            mode=args.mode,
+            coefficient=args.coefficient if args.mode == "add" else None,
+        )
     out = Path(args.output)
-    report = Report(args.title or "reptune evaluation",
-                    model={k: v for k, v in described.items() if v is not None},
-                    dataset=next(iter(sets), None))
+    report = Report(
+        args.title or "reptune evaluation",
+        model={k: v for k, v in described.items() if v is not None},
+        dataset=next(iter(sets), None),
+    )
 
     if sets:
         rows = []
         for name, items in sets.items():
             for scorer in args.scorer:
                 results = evaluate_honesty(
-                    evaluated, tok, items, scorer, conditions=args.conditions,
-                    batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                    evaluated,
+                    tok,
+                    items,
+                    scorer,
+                    conditions=args.conditions,
+                    batch_size=args.batch_size,
+                    max_new_tokens=args.max_new_tokens,
                     progress=True,
                 )
                 for cond, res in results.items():
@@ -170,8 +197,10 @@ def main(argv) -> int:
         sec.add_table("ab", rows, "A/B rates")
         for scorer in args.scorer:
             mine = [r for r in rows if r["scorer"] == scorer]
-            sec.add_plot(plot_rates(mine, out / "plots" / f"ab_{scorer}.png"),
-                         f"Target rate by set and condition ({scorer} scorer)")
+            sec.add_plot(
+                plot_rates(mine, out / "plots" / f"ab_{scorer}.png"),
+                f"Target rate by set and condition ({scorer} scorer)",
+            )
 
     if args.perplexity:
         _perplexity(args, model, evaluated, tok, report)
@@ -179,15 +208,20 @@ def main(argv) -> int:
     if args.tasks:
         from ..evaluation.capabilities import capability_rows, evaluate_capabilities
 
-        caps = evaluate_capabilities(evaluated, tok, args.tasks, limit=args.tasks_limit,
-                                     batch_size=args.batch_size)
+        caps = evaluate_capabilities(
+            evaluated, tok, args.tasks, limit=args.tasks_limit, batch_size=args.batch_size
+        )
         report.section("Capabilities", "lm-evaluation-harness tasks run in process.").add_table(
-            "capabilities", capability_rows(caps), "lm-eval results")
+            "capabilities", capability_rows(caps), "lm-eval results"
+        )
 
     paths = report.write(out)
     for name, metric in report.metrics.items():
-        interval = (f" [{metric['ci_low']:.4g}, {metric['ci_high']:.4g}]"
-                    if metric["ci_low"] is not None else "")
+        interval = (
+            f" [{metric['ci_low']:.4g}, {metric['ci_high']:.4g}]"
+            if metric["ci_low"] is not None
+            else ""
+        )
         print(f"{name}: {metric['value']:.4g}{interval} (n={metric['n']})")
     print(f"report: {paths['markdown']}")
     return 0
@@ -197,21 +231,29 @@ def _perplexity(args: EvalArguments, model, evaluated, tok, report) -> None:
     from ..evaluation.loading import load_for_evaluation
     from ..evaluation.perplexity import compare_perplexity, load_text, perplexity
 
-    text = load_text(args.perplexity, dataset_config=args.perplexity_config,
-                     split=args.perplexity_split)
-    kwargs = dict(window=args.window, stride=args.stride, max_tokens=args.max_tokens,
-                  progress=True)
+    text = load_text(
+        args.perplexity, dataset_config=args.perplexity_config, split=args.perplexity_split
+    )
+    kwargs = dict(window=args.window, stride=args.stride, max_tokens=args.max_tokens, progress=True)
     result = perplexity(evaluated, tok, text, **kwargs)
-    rows = [{"model": "evaluated", "perplexity": result.perplexity, "mean_nll": result.mean_nll,
-             "tokens": result.total_tokens, "windows": len(result.nll)}]
+    rows = [
+        {
+            "model": "evaluated",
+            "perplexity": result.perplexity,
+            "mean_nll": result.mean_nll,
+            "tokens": result.total_tokens,
+            "windows": len(result.nll),
+        }
+    ]
     sec = report.section(
         "Perplexity",
         f"Sliding windows of {result.window} tokens with stride {result.stride} over "
         f"{set_name(args.perplexity)}; each token scored once. The difference is "
         "evaluated minus reference, with a paired bootstrap (BCa 95%) over windows.",
     )
-    report.add_metric("perplexity", result.perplexity, n=result.total_tokens,
-                      dataset=set_name(args.perplexity))
+    report.add_metric(
+        "perplexity", result.perplexity, n=result.total_tokens, dataset=set_name(args.perplexity)
+    )
     reference = None
     if args.reference_model:
         ref_model, ref_tok = load_for_evaluation(args.reference_model, None, args.dtype)
@@ -222,19 +264,36 @@ def _perplexity(args: EvalArguments, model, evaluated, tok, report) -> None:
         with plain() if plain else contextlib.nullcontext():
             reference = perplexity(model, tok, text, **kwargs)
     if reference is not None:
-        rows.append({"model": "reference", "perplexity": reference.perplexity,
-                     "mean_nll": reference.mean_nll, "tokens": reference.total_tokens,
-                     "windows": len(reference.nll)})
+        rows.append(
+            {
+                "model": "reference",
+                "perplexity": reference.perplexity,
+                "mean_nll": reference.mean_nll,
+                "tokens": reference.total_tokens,
+                "windows": len(reference.nll),
+            }
+        )
         if len(result.nll) >= 2:
-            cmp = compare_perplexity(reference, result, n_resamples=args.bootstrap_resamples,
-                                     seed=args.seed)
+            cmp = compare_perplexity(
+                reference, result, n_resamples=args.bootstrap_resamples, seed=args.seed
+            )
             diff = cmp["perplexity_difference"]
-            report.add_metric("perplexity_difference", diff.estimate, ci_low=diff.low,
-                              ci_high=diff.high, n=diff.n, dataset=set_name(args.perplexity))
-            sec.add_table("perplexity_difference", [
-                {"statistic": "perplexity", **diff.as_dict()},
-                {"statistic": "nll_per_token", **cmp["nll_difference"].as_dict()},
-            ], "Evaluated minus reference (paired bootstrap over windows)")
+            report.add_metric(
+                "perplexity_difference",
+                diff.estimate,
+                ci_low=diff.low,
+                ci_high=diff.high,
+                n=diff.n,
+                dataset=set_name(args.perplexity),
+            )
+            sec.add_table(
+                "perplexity_difference",
+                [
+                    {"statistic": "perplexity", **diff.as_dict()},
+                    {"statistic": "nll_per_token", **cmp["nll_difference"].as_dict()},
+                ],
+                "Evaluated minus reference (paired bootstrap over windows)",
+            )
         else:
             sec.text += " Only one window: no bootstrap interval."
     sec.add_table("perplexity", rows, "Perplexity")

@@ -26,9 +26,7 @@ class ExtractArguments:
     layers: list[int] | None = field(
         default=None, metadata={"help": "layer indices (output of block i); default: all"}
     )
-    method: str = field(
-        default="mean_diff", metadata={"help": "mean_diff, pca_diff or pca_center"}
-    )
+    method: str = field(default="mean_diff", metadata={"help": "mean_diff, pca_diff or pca_center"})
     position: list[int] = field(
         default_factory=lambda: [-1],
         metadata={"help": "token offsets from the end of each text (-1 = last token)"},
@@ -47,8 +45,13 @@ class ExtractArguments:
     )
 
 
-def load_pairs_file(path: str, tokenizer, claims_mode: str = "persona_answer", model=None,
-                    filter_known: bool = False):
+def load_pairs_file(
+    path: str,
+    tokenizer,
+    claims_mode: str = "persona_answer",
+    model=None,
+    filter_known: bool = False,
+):
     """Read pairs from JSONL, CAA A/B JSON or a claims CSV/JSONL, by content."""
     from ..pairs import (
         claims_to_pairs,
@@ -82,17 +85,23 @@ def main(argv) -> int:
     model, tok = load_model(args.model, dtype=args.dtype)
     pairs = load_pairs_file(args.pairs, tok, args.claims_mode, model, args.filter_known)
     position = args.position[0] if len(args.position) == 1 else args.position
-    vecs = extract_vectors(model, tok, pairs, args.layers, args.method, position,
-                           batch_size=args.batch_size)
+    vecs = extract_vectors(
+        model, tok, pairs, args.layers, args.method, position, batch_size=args.batch_size
+    )
     out = Path(args.output)
     vecs.save(out)
     plot_layer_accuracy(vecs, out / "layer_accuracy.png")
     diag = vecs.metadata["diagnostics"]
-    layer = args.plot_layer if args.plot_layer is not None else max(
-        diag, key=lambda k: (diag[k]["accuracy"], diag[k]["explained_variance"]))
+    layer = (
+        args.plot_layer
+        if args.plot_layer is not None
+        else max(diag, key=lambda k: (diag[k]["accuracy"], diag[k]["explained_variance"]))
+    )
     plot_pca_scatter(model, tok, pairs, layer, position, out / f"pca_layer{layer}.png")
     print(f"vectors for {len(vecs.layers)} layers written to {out}")
     for k in vecs.layers:
-        print(f"  layer {k:3d}  accuracy {diag[k]['accuracy']:.3f}  "
-              f"explained variance {diag[k]['explained_variance']:.3f}")
+        print(
+            f"  layer {k:3d}  accuracy {diag[k]['accuracy']:.3f}  "
+            f"explained variance {diag[k]['explained_variance']:.3f}"
+        )
     return 0

@@ -43,15 +43,17 @@ def main(argv) -> int:
 
     model, tok = load_model(args.model, dtype=args.dtype)
     vecs = SteeringVectors.load(args.vectors, model=model)
-    steered = SteeredModel(model, vecs, layers=args.layers, mode=args.mode,
-                           positions=args.positions)
+    steered = SteeredModel(
+        model, vecs, layers=args.layers, mode=args.mode, positions=args.positions
+    )
     texts = [format_chat(tok, p) for p in args.prompt]
     rows = [(t, c) for t in texts for c in args.coefficients]
     batch = encode_batch(tok, [t for t, _ in rows])
     coef = torch.tensor([c for _, c in rows])
-    out = steered.generate(**batch, coefficient=coef, max_new_tokens=args.max_new_tokens,
-                           do_sample=False)
-    new = out[:, batch["input_ids"].shape[1]:]
+    out = steered.generate(
+        **batch, coefficient=coef, max_new_tokens=args.max_new_tokens, do_sample=False
+    )
+    new = out[:, batch["input_ids"].shape[1] :]
     labels = [(p, c) for p in args.prompt for c in args.coefficients]
     for (prompt, c), tokens in zip(labels, new):
         print(f"--- prompt {prompt!r}  coefficient {c:+g}")

@@ -63,8 +63,8 @@ class SweepArguments:
     ablate: bool = field(default=False, metadata={"help": "add the ablation condition"})
     scorer: str = field(default="letter", metadata={"help": "letter or generate"})
     conditions: list[str] = field(
-        default_factory=lambda: ["none"], metadata={"help": "system personas: none, honest, "
-                                                            "dishonest"}
+        default_factory=lambda: ["none"],
+        metadata={"help": "system personas: none, honest, dishonest"},
     )
     positions: str = field(default="all", metadata={"help": "all, prompt or generated"})
     max_new_tokens: int = field(default=30, metadata={"help": "tokens generated per answer"})
@@ -82,8 +82,10 @@ class SweepArguments:
     )
     behaviour: str | None = field(
         default=None,
-        metadata={"help": "trade-off: prompts (.txt one per line, or JSON list) whose sampled "
-                          "answers are scored by keyword refusal; default: --data letter scores"},
+        metadata={
+            "help": "trade-off: prompts (.txt one per line, or JSON list) whose sampled "
+            "answers are scored by keyword refusal; default: --data letter scores"
+        },
     )
     p0: float = field(default=1.0, metadata={"help": "trade-off: fixed p0 of the full fit"})
     title: str | None = field(default=None, metadata={"help": "report title"})
@@ -128,13 +130,21 @@ def main(argv) -> int:
     from ..vectors import SteeringVectors
 
     compare = parse_named_specs(args.compare)
-    load = dict(schema=args.schema, n_choices=args.n_choices, seed=args.seed,
-                dataset_config=args.dataset_config, split=args.split)
+    load = dict(
+        schema=args.schema,
+        n_choices=args.n_choices,
+        seed=args.seed,
+        dataset_config=args.dataset_config,
+        split=args.split,
+    )
     items = []
     for src in args.data:
         items.extend(load_items(src, limit=args.limit or None, **load))
-    helpfulness = (load_items(args.helpfulness, limit=args.helpfulness_limit or None, **load)
-                   if args.tradeoff else None)
+    helpfulness = (
+        load_items(args.helpfulness, limit=args.helpfulness_limit or None, **load)
+        if args.tradeoff
+        else None
+    )
     prompts = _read_prompts(args.behaviour) if args.tradeoff and args.behaviour else None
 
     model, tok = load_for_evaluation(args.model, args.adapter, args.dtype)
@@ -144,12 +154,21 @@ def main(argv) -> int:
     out = Path(args.output)
     report = Report(
         args.title or "reptune steering sweep",
-        model={"spec": args.model, "adapter": args.adapter, "vectors": args.vectors,
-               "normalized": args.normalize},
+        model={
+            "spec": args.model,
+            "adapter": args.adapter,
+            "vectors": args.vectors,
+            "normalized": args.normalize,
+        },
         dataset=", ".join(args.data) or None,
     )
-    common = dict(scorer=args.scorer, conditions=args.conditions, positions=args.positions,
-                  batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    common = dict(
+        scorer=args.scorer,
+        conditions=args.conditions,
+        positions=args.positions,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+    )
 
     if args.tradeoff:
         _tradeoff(args, model, tok, vecs, layers, items, helpfulness, prompts, report, out)
@@ -164,8 +183,9 @@ def main(argv) -> int:
             )[0]
 
         entries = [("base", model)] + [(name, loader(path)) for name, path in compare]
-        result = robustness_sweep(entries, tok, vecs, items, layers, args.coefficients,
-                                  ablate=args.ablate, **common)
+        result = robustness_sweep(
+            entries, tok, vecs, items, layers, args.coefficients, ablate=args.ablate, **common
+        )
         sec = report.section(
             "Robustness",
             "Each model steered with negative multiples "
@@ -173,14 +193,17 @@ def main(argv) -> int:
             "target rate with Wilson 95% intervals. A robust model keeps its target rate.",
         )
         sec.add_table("robustness", result.rows, "Robustness to steering")
-        sec.add_plot(plot_robustness(result.rows, out / "plots" / "robustness.png"),
-                     "Target rate against the coefficient, per model and layer")
+        sec.add_plot(
+            plot_robustness(result.rows, out / "plots" / "robustness.png"),
+            "Target rate against the coefficient, per model and layer",
+        )
     else:
         from ..evaluation.plots import plot_sweep
         from ..evaluation.sweep import steering_sweep
 
-        result = steering_sweep(model, tok, vecs, items, layers, args.coefficients,
-                                ablate=args.ablate, **common)
+        result = steering_sweep(
+            model, tok, vecs, items, layers, args.coefficients, ablate=args.ablate, **common
+        )
         sec = report.section(
             "Steering sweep",
             f"{len(items)} items scored with the {args.scorer} scorer at each layer and "
@@ -188,13 +211,21 @@ def main(argv) -> int:
             "behaviour = mean of +1 (target) / -1 (other) / 0 (no answer).",
         )
         sec.add_table("sweep", result.rows, "Sweep")
-        sec.add_plot(plot_sweep(result.rows, out / "plots" / "sweep_target_rate.png"),
-                     "Target rate against the coefficient")
-        sec.add_plot(plot_sweep(result.rows, out / "plots" / "sweep_behaviour.png",
-                                metric="behaviour"), "Behaviour expectation")
+        sec.add_plot(
+            plot_sweep(result.rows, out / "plots" / "sweep_target_rate.png"),
+            "Target rate against the coefficient",
+        )
+        sec.add_plot(
+            plot_sweep(result.rows, out / "plots" / "sweep_behaviour.png", metric="behaviour"),
+            "Behaviour expectation",
+        )
         if args.scorer == "letter":
-            sec.add_plot(plot_sweep(result.rows, out / "plots" / "sweep_target_prob.png",
-                                    metric="mean_target_prob"), "Mean P(target letter)")
+            sec.add_plot(
+                plot_sweep(
+                    result.rows, out / "plots" / "sweep_target_prob.png", metric="mean_target_prob"
+                ),
+                "Mean P(target letter)",
+            )
     paths = report.write(out)
     print(f"report: {paths['markdown']}")
     return 0
@@ -214,14 +245,27 @@ def _tradeoff(args, model, tok, vecs, layers, items, helpfulness, prompts, repor
     rows, fit_rows = [], []
     for layer in layers:
         res = tradeoff_study(
-            model, tok, vecs, layer, args.coefficients, helpfulness_items=helpfulness,
-            behaviour_items=None if prompts else items, behaviour_prompts=prompts,
-            positions=args.positions, batch_size=args.batch_size, seed=args.seed, p0=args.p0,
+            model,
+            tok,
+            vecs,
+            layer,
+            args.coefficients,
+            helpfulness_items=helpfulness,
+            behaviour_items=None if prompts else items,
+            behaviour_prompts=prompts,
+            positions=args.positions,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            p0=args.p0,
         )
         rows.extend(res.rows)
         fit_rows.extend(res.fit_rows())
-        sec.add_plot(plot_tradeoff(res.rows, res.fits, out / "plots" / f"tradeoff_{layer}.png",
-                                   title=f"layer {layer}"), f"Trade-off at layer {layer}")
+        sec.add_plot(
+            plot_tradeoff(
+                res.rows, res.fits, out / "plots" / f"tradeoff_{layer}.png", title=f"layer {layer}"
+            ),
+            f"Trade-off at layer {layer}",
+        )
         for name, fit in res.fits.items():
             if fit is not None:
                 report.add_metric(f"{name}_r2/layer{layer}", fit.r2, n=fit.n)

@@ -38,7 +38,7 @@ class TuneArguments:
     )
     data: str | None = field(
         default=None,
-        metadata={"help": "JSONL training rows {\"prompt\", \"completion\"[, \"system\"]}."},
+        metadata={"help": 'JSONL training rows {"prompt", "completion"[, "system"]}.'},
     )
     eval_data: str | None = field(
         default=None, metadata={"help": "JSONL evaluation rows (same format)."}
@@ -88,10 +88,12 @@ def load_rows(path: str | Path, system: str | None = None) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path} line {n}: not JSON ({err})") from err
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not isinstance(
-            row.get("completion"), str
+        if (
+            not isinstance(row, dict)
+            or not isinstance(row.get("prompt"), str)
+            or not isinstance(row.get("completion"), str)
         ):
-            raise ValueError(f"{path} line {n}: expected {{\"prompt\": str, \"completion\": str}}")
+            raise ValueError(f'{path} line {n}: expected {{"prompt": str, "completion": str}}')
         if system and not row.get("system"):
             row["system"] = system
         rows.append({k: row[k] for k in ("prompt", "completion", "system") if row.get(k)})
@@ -131,7 +133,7 @@ def main(argv) -> int:
 
     tune, args = parse((TuneArguments, RepTuneConfig), argv, "reptune tune")
     if tune.data is None:
-        raise ValueError("--data is required: a JSONL file of {\"prompt\", \"completion\"} rows")
+        raise ValueError('--data is required: a JSONL file of {"prompt", "completion"} rows')
     train_rows = load_rows(tune.data, tune.system)
     eval_rows = load_rows(tune.eval_data, tune.system) if tune.eval_data else None
     model, tokenizer = load_model(

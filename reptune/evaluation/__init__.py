@@ -15,26 +15,54 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "ab": ("CONDITIONS", "ABResult", "ItemResult", "evaluate_ab", "evaluate_honesty",
-           "generate_texts", "score_items", "score_letters", "summarize", "with_coefficient"),
+    "ab": (
+        "CONDITIONS",
+        "ABResult",
+        "ItemResult",
+        "evaluate_ab",
+        "evaluate_honesty",
+        "generate_texts",
+        "score_items",
+        "score_letters",
+        "summarize",
+        "with_coefficient",
+    ),
     "capabilities": ("capability_rows", "evaluate_capabilities"),
-    "datasets": ("ABItem", "format_choices", "item_prompt", "load_items", "read_records",
-                 "records_to_items", "sample_items"),
+    "datasets": (
+        "ABItem",
+        "format_choices",
+        "item_prompt",
+        "load_items",
+        "read_records",
+        "records_to_items",
+        "sample_items",
+    ),
     "loading": ("load_for_evaluation",),
     "letters": ("letter_probabilities", "letter_token_ids", "next_token_log_probs"),
     "parsing": ("CLAIM_ALIASES", "find_answer", "parse_answer"),
     # The function ``perplexity`` is not re-exported: the submodule of that name would shadow
     # it. Import it from reptune.evaluation.perplexity.
-    "perplexity": ("PerplexityResult", "compare_perplexity", "load_text", "sliding_windows",
-                   "window_nll"),
+    "perplexity": (
+        "PerplexityResult",
+        "compare_perplexity",
+        "load_text",
+        "sliding_windows",
+        "window_nll",
+    ),
     "plots": ("plot_sweep", "plot_tradeoff"),
     "report": ("Report", "Section"),
     "robustness": ("negative_multiples", "plot_robustness", "robustness_sweep"),
     "stats": ("PairedDifference", "Rate", "paired_bootstrap", "rate", "wilson_interval"),
     "sweep": ("SweepResult", "resolve_conditions", "steering_sweep"),
     "tables": ("markdown_table", "write_table"),
-    "tradeoff": ("CurveFit", "TradeoffResult", "fit_behaviour", "fit_helpfulness",
-                 "keyword_refusal_score", "tradeoff_study"),
+    "tradeoff": (
+        "CurveFit",
+        "TradeoffResult",
+        "fit_behaviour",
+        "fit_helpfulness",
+        "keyword_refusal_score",
+        "tradeoff_study",
+    ),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

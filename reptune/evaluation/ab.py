@@ -131,8 +131,9 @@ def score_letters(
         raise ValueError("give one letter tuple per prompt")
     ids = functools.cache(lambda letter: letter_token_ids(tokenizer, letter))
     out: list[dict[str, float]] = []
-    for part in tqdm(_chunks(len(prompts), batch_size), desc="letter scores", disable=not progress,
-                     leave=False):
+    for part in tqdm(
+        _chunks(len(prompts), batch_size), desc="letter scores", disable=not progress, leave=False
+    ):
         bound = with_coefficient(model, _coef_slice(coefficients, part))
         logp = next_token_log_probs(bound, tokenizer, prompts[part], batch_size=batch_size)
         probs = logp.exp()
@@ -162,18 +163,28 @@ def generate_texts(
     device = model_device(model)
     limit = context_length(model)
     texts: list[str] = []
-    sampling = {"do_sample": True} if do_sample else {
-        # Greedy: clear sampling settings a checkpoint's generation config may carry.
-        "do_sample": False, "temperature": None, "top_p": None, "top_k": None,
-    }
-    for part in tqdm(_chunks(len(prompts), batch_size), desc="generate", disable=not progress,
-                     leave=False):
+    sampling = (
+        {"do_sample": True}
+        if do_sample
+        else {
+            # Greedy: clear sampling settings a checkpoint's generation config may carry.
+            "do_sample": False,
+            "temperature": None,
+            "top_p": None,
+            "top_k": None,
+        }
+    )
+    for part in tqdm(
+        _chunks(len(prompts), batch_size), desc="generate", disable=not progress, leave=False
+    ):
         batch = encode_batch(tokenizer, prompts[part], max_length=limit, device=device)
         if seed is not None:
             torch.manual_seed(seed + part.start)
         bound = with_coefficient(model, _coef_slice(coefficients, part))
         out = bound.generate(
-            **batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+            **batch,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
             **sampling,
         )
         width = batch["input_ids"].shape[1]
@@ -245,8 +256,9 @@ class ABResult:
         return row
 
 
-def summarize(records: Sequence[ItemResult], scorer: str, condition: str = "none",
-              confidence: float = 0.95) -> ABResult:
+def summarize(
+    records: Sequence[ItemResult], scorer: str, condition: str = "none", confidence: float = 0.95
+) -> ABResult:
     """Aggregate per-item results into an :class:`ABResult`.
 
     Example:
@@ -301,16 +313,26 @@ def score_items(
     prompts = [item_prompt(tokenizer, it, sys, answer_prefix) for it, sys in zip(items, systems)]
     if scorer == "letter":
         probs = score_letters(
-            model, tokenizer, prompts, [it.letters for it in items], coefficients=coefficients,
-            batch_size=batch_size, progress=progress,
+            model,
+            tokenizer,
+            prompts,
+            [it.letters for it in items],
+            coefficients=coefficients,
+            batch_size=batch_size,
+            progress=progress,
         )
         return [
             ItemResult(i, it.target, max(p, key=p.get), probs=p)
             for i, (it, p) in enumerate(zip(items, probs))
         ]
     texts = generate_texts(
-        model, tokenizer, prompts, coefficients=coefficients, max_new_tokens=max_new_tokens,
-        batch_size=batch_size, progress=progress,
+        model,
+        tokenizer,
+        prompts,
+        coefficients=coefficients,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        progress=progress,
     )
     return [
         ItemResult(i, it.target, parse_answer(text, it.letters, it.aliases), text=text)
@@ -338,8 +360,15 @@ def evaluate_ab(
         >>> res.target.value, res.target.low, res.target.high
     """
     records = score_items(
-        model, tokenizer, items, scorer, systems=system, answer_prefix=answer_prefix,
-        batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress,
+        model,
+        tokenizer,
+        items,
+        scorer,
+        systems=system,
+        answer_prefix=answer_prefix,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        progress=progress,
     )
     return summarize(records, scorer, condition)
 

@@ -69,13 +69,19 @@ def evaluate_capabilities(
     inner = model.model if isinstance(model, SteeredModel) else model
     paths = None
     if include_path is not None:
-        paths = [str(p) for p in ([include_path] if isinstance(include_path, (str, Path))
-                                  else include_path)]
+        paths = [
+            str(p)
+            for p in ([include_path] if isinstance(include_path, (str, Path)) else include_path)
+        ]
     with steering:
         lm = HFLM(pretrained=inner, tokenizer=tokenizer, batch_size=batch_size)
         out = simple_evaluate(
-            model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit,
-            task_manager=TaskManager(include_path=paths), **kwargs,
+            model=lm,
+            tasks=list(tasks),
+            num_fewshot=num_fewshot,
+            limit=limit,
+            task_manager=TaskManager(include_path=paths),
+            **kwargs,
         )
     if out is None:  # non-zero ranks in distributed runs
         return {}
@@ -106,6 +112,13 @@ def capability_rows(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, 
                 isinstance(stderr, float) and math.isnan(stderr)
             ):
                 stderr = None
-            rows.append({"task": task, "metric": name, "filter": filt or None, "value": value,
-                         "stderr": stderr})
+            rows.append(
+                {
+                    "task": task,
+                    "metric": name,
+                    "filter": filt or None,
+                    "value": value,
+                    "stderr": stderr,
+                }
+            )
     return rows

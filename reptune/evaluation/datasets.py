@@ -188,8 +188,11 @@ def _truthfulqa_items(records, schema: str, k: int, seed: int, source: str) -> l
     if len(usable) < len(parts):
         logger.warning(
             "%s: %d of %d questions have fewer than %d wrong answers and are left out; "
-            "use fewer choices to keep them", source or "data", len(parts) - len(usable),
-            len(parts), k - 1,
+            "use fewer choices to keep them",
+            source or "data",
+            len(parts) - len(usable),
+            len(parts),
+            k - 1,
         )
     if not usable:
         raise ValueError(f"{source or 'the data'}: no question has {k - 1} wrong answers")
@@ -203,8 +206,9 @@ def _truthfulqa_items(records, schema: str, k: int, seed: int, source: str) -> l
         rng.shuffle(wrong)
         options = wrong[:pos] + [correct] + wrong[pos:]
         meta = {"source": source, "index": i, **extra}
-        items.append(ABItem(format_choices(question, options, letters), letters[pos], letters,
-                            {}, meta))
+        items.append(
+            ABItem(format_choices(question, options, letters), letters[pos], letters, {}, meta)
+        )
     return items
 
 
@@ -294,8 +298,15 @@ def records_to_items(
                 label = _as_bool_label(row["label"], where)
                 statement = str(row["statement"]).strip()
                 meta.update(statement=statement, label=label)
-                items.append(ABItem(CLAIM_QUESTION.format(claim=statement), "A" if label else "B",
-                                    ("A", "B"), dict(CLAIM_ALIASES), meta))
+                items.append(
+                    ABItem(
+                        CLAIM_QUESTION.format(claim=statement),
+                        "A" if label else "B",
+                        ("A", "B"),
+                        dict(CLAIM_ALIASES),
+                        meta,
+                    )
+                )
             else:  # mc
                 options = [str(c) for c in row["choices"]]
                 mc_letters = tuple(string.ascii_uppercase[: len(options)])
@@ -303,8 +314,15 @@ def records_to_items(
                 numeric = isinstance(answer, int) or str(answer).strip().isdigit()
                 target = mc_letters[int(answer)] if numeric else _letter(answer, where)
                 meta.update({k: row[k] for k in ("subject", "category") if k in row})
-                items.append(ABItem(format_choices(str(row["question"]), options, mc_letters),
-                                    target, mc_letters, {}, meta))
+                items.append(
+                    ABItem(
+                        format_choices(str(row["question"]), options, mc_letters),
+                        target,
+                        mc_letters,
+                        {},
+                        meta,
+                    )
+                )
         except KeyError as err:
             raise ValueError(f"{where} lacks the field {err} needed by schema {schema!r}") from err
     return items

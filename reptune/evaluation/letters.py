@@ -31,8 +31,11 @@ def next_token_log_probs(model, tokenizer, prompts: Sequence[str], batch_size: i
     device = model_device(model)
     for start in range(0, len(prompts), batch_size):
         batch = encode_batch(
-            tokenizer, prompts[start : start + batch_size], max_length=context_length(model),
-            device=device, position_ids=True,
+            tokenizer,
+            prompts[start : start + batch_size],
+            max_length=context_length(model),
+            device=device,
+            position_ids=True,
         )
         logits = model(**batch, use_cache=False, logits_to_keep=1).logits[:, -1]
         out.append(torch.log_softmax(logits.float(), dim=-1).cpu())

@@ -99,8 +99,12 @@ class PerplexityResult:
 
     def as_dict(self) -> dict:
         out = asdict(self)
-        out.update(perplexity=self.perplexity, mean_nll=self.mean_nll,
-                   total_tokens=self.total_tokens, n_windows=len(self.nll))
+        out.update(
+            perplexity=self.perplexity,
+            mean_nll=self.mean_nll,
+            total_tokens=self.total_tokens,
+            n_windows=len(self.nll),
+        )
         return out
 
 

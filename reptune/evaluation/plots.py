@@ -50,8 +50,9 @@ def plot_rates(
     names = list(dict.fromkeys(r.get(series) for r in rows))
     stem = metric.rsplit("_", 1)[0]
     width = 0.8 / max(len(names), 1)
-    fig = Figure(figsize=(max(4.0, 1.0 * len(groups) * max(len(names), 1) + 2), 4.0),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(max(4.0, 1.0 * len(groups) * max(len(names), 1) + 2), 4.0), layout="constrained"
+    )
     ax = fig.subplots()
     for j, name in enumerate(names):
         xs, ys, lo, hi = [], [], [], []
@@ -102,12 +103,14 @@ def plot_sweep(
             color = f"C{i % 10}"
             mine = [r for r in subset if tuple(r.get(s) for s in series) == key]
             label = _label(mine[0], series)
-            added = sorted((r for r in mine if r.get("mode", "add") == "add"),
-                           key=lambda r: r["coefficient"])
+            added = sorted(
+                (r for r in mine if r.get("mode", "add") == "add"), key=lambda r: r["coefficient"]
+            )
             if added:
                 x = np.array([r["coefficient"] for r in added], dtype=float)
-                y = np.array([np.nan if r.get(metric) is None else r[metric] for r in added],
-                             dtype=float)
+                y = np.array(
+                    [np.nan if r.get(metric) is None else r[metric] for r in added], dtype=float
+                )
                 if f"{stem}_low" in added[0] and f"{stem}_high" in added[0]:
                     low = np.array([r[f"{stem}_low"] for r in added], dtype=float)
                     high = np.array([r[f"{stem}_high"] for r in added], dtype=float)
@@ -115,8 +118,13 @@ def plot_sweep(
                 ax.plot(x, y, marker="o", markersize=3, color=color, label=label)
             for r in mine:
                 if r.get("mode") == "ablate" and r.get(metric) is not None:
-                    ax.axhline(r[metric], color=color, linestyle="--", linewidth=1,
-                               label=f"{label} (ablated)")
+                    ax.axhline(
+                        r[metric],
+                        color=color,
+                        linestyle="--",
+                        linewidth=1,
+                        label=f"{label} (ablated)",
+                    )
         ax.set_title(condition if title is None else f"{title}: {condition}")
         ax.set_xlabel("steering coefficient")
         ax.set_ylabel(ylabel or metric)
@@ -125,8 +133,9 @@ def plot_sweep(
     return save_figure(fig, path)
 
 
-def plot_tradeoff(rows: Sequence[Mapping], fits: Mapping, path: str | Path,
-                  title: str | None = None) -> Path:
+def plot_tradeoff(
+    rows: Sequence[Mapping], fits: Mapping, path: str | Path, title: str | None = None
+) -> Path:
     """Behaviour and helpfulness against the coefficient, with the fitted curves.
 
     Example:
@@ -138,21 +147,38 @@ def plot_tradeoff(rows: Sequence[Mapping], fits: Mapping, path: str | Path,
     left, right = fig.subplots(1, 2)
     panels = (
         (left, (("behaviour", "behaviour", "C0"),), "behaviour expectation"),
-        (right, (("p_correct", "helpfulness", "C1"),
-                 ("p_correct_restricted", "helpfulness_restricted", "C2")),
-         "P(correct letter)"),
+        (
+            right,
+            (
+                ("p_correct", "helpfulness", "C1"),
+                ("p_correct_restricted", "helpfulness_restricted", "C2"),
+            ),
+            "P(correct letter)",
+        ),
     )
     for ax, series, ylabel in panels:
         for column, fit_name, color in series:
             y = np.array([r[column] for r in rows], dtype=float)
             se = np.array([r.get(f"{column}_se", np.nan) for r in rows], dtype=float)
-            ax.errorbar(c, y, yerr=np.nan_to_num(se), fmt="o", markersize=3, color=color,
-                        alpha=0.7, label=column)
+            ax.errorbar(
+                c,
+                y,
+                yerr=np.nan_to_num(se),
+                fmt="o",
+                markersize=3,
+                color=color,
+                alpha=0.7,
+                label=column,
+            )
             fit = fits.get(fit_name)
             if fit is not None:
                 params = ", ".join(f"{k}={v:.3g}" for k, v in fit.params.items())
-                ax.plot(grid, fit.predict(grid), color=color,
-                        label=f"{fit.formula} ({params}; R²={fit.r2:.3f})")
+                ax.plot(
+                    grid,
+                    fit.predict(grid),
+                    color=color,
+                    label=f"{fit.formula} ({params}; R²={fit.r2:.3f})",
+                )
         ax.set_xlabel("steering coefficient")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)

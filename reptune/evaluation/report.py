@@ -61,10 +61,15 @@ class Section:
         columns: Sequence[str] | None = None,
     ) -> None:
         """A table; ``name`` (unique in the report) is the stem of its CSV/JSON files."""
-        self.tables.append({
-            "name": name, "title": title or name, "description": description,
-            "columns": list(columns or columns_of(rows)), "rows": [dict(r) for r in rows],
-        })
+        self.tables.append(
+            {
+                "name": name,
+                "title": title or name,
+                "description": description,
+                "columns": list(columns or columns_of(rows)),
+                "rows": [dict(r) for r in rows],
+            }
+        )
 
     def add_plot(self, path: str | Path, caption: str | None = None) -> None:
         """A PNG already written, preferably inside the report folder."""
@@ -110,8 +115,13 @@ class Report:
         dataset: str | None = None,
     ) -> None:
         """A headline number (shown in the card), with its interval and sample size if known."""
-        self.metrics[name] = {"value": value, "ci_low": ci_low, "ci_high": ci_high, "n": n,
-                              "dataset": dataset}
+        self.metrics[name] = {
+            "value": value,
+            "ci_low": ci_low,
+            "ci_high": ci_high,
+            "n": n,
+            "dataset": dataset,
+        }
 
     def add_rate(self, name: str, r: Rate, dataset: str | None = None) -> None:
         """A rate with its Wilson interval as a headline metric."""
@@ -136,15 +146,23 @@ class Report:
         sections = []
         for sec in self.sections:
             tables = [
-                {**{k: t[k] for k in ("name", "title", "description", "columns")},
-                 "rows": [[row.get(c) for c in t["columns"]] for row in t["rows"]],
-                 "csv": f"tables/{t['name']}.csv", "json": f"tables/{t['name']}.json"}
+                {
+                    **{k: t[k] for k in ("name", "title", "description", "columns")},
+                    "rows": [[row.get(c) for c in t["columns"]] for row in t["rows"]],
+                    "csv": f"tables/{t['name']}.csv",
+                    "json": f"tables/{t['name']}.json",
+                }
                 for t in sec.tables
             ]
-            sections.append({
-                "title": sec.title, "text": sec.text, "tables": tables,
-                "plots": [rel(p) for p, _ in sec.plots], "captions": [c for _, c in sec.plots],
-            })
+            sections.append(
+                {
+                    "title": sec.title,
+                    "text": sec.text,
+                    "tables": tables,
+                    "plots": [rel(p) for p, _ in sec.plots],
+                    "captions": [c for _, c in sec.plots],
+                }
+            )
         doc = {
             "title": self.title,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -166,8 +184,10 @@ class Report:
             lines.append(f"- **dataset**: {doc['dataset']}")
         lines.append("")
         if doc["metrics"]:
-            rows = [{"metric": name, **{k: v for k, v in m.items()}}
-                    for name, m in doc["metrics"].items()]
+            rows = [
+                {"metric": name, **{k: v for k, v in m.items()}}
+                for name, m in doc["metrics"].items()
+            ]
             lines += ["## Summary", "", markdown_table(rows), ""]
         for sec in doc["sections"]:
             lines += [f"## {sec['title']}", ""]
@@ -178,8 +198,12 @@ class Report:
                 if t["description"]:
                     lines += [t["description"], ""]
                 rows = [dict(zip(t["columns"], row)) for row in t["rows"]]
-                lines += [markdown_table(rows, t["columns"]), "",
-                          f"Files: [{t['csv']}]({t['csv']}), [{t['json']}]({t['json']})", ""]
+                lines += [
+                    markdown_table(rows, t["columns"]),
+                    "",
+                    f"Files: [{t['csv']}]({t['csv']}), [{t['json']}]({t['json']})",
+                    "",
+                ]
             for path, caption in zip(sec["plots"], sec["captions"]):
                 lines += [f"![{caption}]({path})", "", f"*{caption}*", ""]
         return "\n".join(lines).rstrip() + "\n"

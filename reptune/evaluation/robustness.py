@@ -59,8 +59,9 @@ def robustness_sweep(
     for name, model in entries:
         if callable(model) and not hasattr(model, "config"):
             model = model()
-        result = steering_sweep(model, tokenizer, vectors, items, layers, grid,
-                                extra={"model": name}, **sweep_kwargs)
+        result = steering_sweep(
+            model, tokenizer, vectors, items, layers, grid, extra={"model": name}, **sweep_kwargs
+        )
         merged.rows.extend(result.rows)
         merged.results.update({(name, *key): value for key, value in result.results.items()})
         del model

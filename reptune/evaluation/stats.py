@@ -116,8 +116,14 @@ def paired_bootstrap(
         # BCa warns and returns NaN on degenerate data (all resamples equal); handled below.
         warnings.simplefilter("ignore")
         result = bootstrap(
-            arrays, statistic, paired=True, vectorized=True, n_resamples=n_resamples,
-            confidence_level=confidence, method=method, rng=np.random.default_rng(seed),
+            arrays,
+            statistic,
+            paired=True,
+            vectorized=True,
+            n_resamples=n_resamples,
+            confidence_level=confidence,
+            method=method,
+            rng=np.random.default_rng(seed),
         )
     low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     if math.isnan(low) or math.isnan(high):

@@ -141,22 +141,35 @@ def steering_sweep(
             steered = SteeredModel(model, vectors, layers=[layer], positions=positions)
             systems, coefs, keys = _cells(items, conditions, coefficients)
             records = score_items(
-                steered, tokenizer, list(items) * (len(keys) // n), scorer, systems=systems,
-                coefficients=torch.tensor(coefs, dtype=torch.float32), answer_prefix=answer_prefix,
-                batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress,
+                steered,
+                tokenizer,
+                list(items) * (len(keys) // n),
+                scorer,
+                systems=systems,
+                coefficients=torch.tensor(coefs, dtype=torch.float32),
+                answer_prefix=answer_prefix,
+                batch_size=batch_size,
+                max_new_tokens=max_new_tokens,
+                progress=progress,
             )
             for (name, coef), group in _group(records, keys, n).items():
-                result.add((layer, "add", float(coef), name), summarize(group, scorer, name),
-                           extra)
+                result.add((layer, "add", float(coef), name), summarize(group, scorer, name), extra)
             bar.update()
         if ablate:
-            steered = SteeredModel(model, vectors, layers=[layer], mode="ablate",
-                                   positions=positions)
+            steered = SteeredModel(
+                model, vectors, layers=[layer], mode="ablate", positions=positions
+            )
             systems, _, keys = _cells(items, conditions, [None])
             records = score_items(
-                steered, tokenizer, list(items) * len(conditions), scorer, systems=systems,
-                answer_prefix=answer_prefix, batch_size=batch_size,
-                max_new_tokens=max_new_tokens, progress=progress,
+                steered,
+                tokenizer,
+                list(items) * len(conditions),
+                scorer,
+                systems=systems,
+                answer_prefix=answer_prefix,
+                batch_size=batch_size,
+                max_new_tokens=max_new_tokens,
+                progress=progress,
             )
             for (name, _), group in _group(records, keys, n).items():
                 result.add((layer, "ablate", None, name), summarize(group, scorer, name), extra)

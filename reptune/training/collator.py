@@ -67,8 +67,10 @@ def parse_positions(spec: Any) -> str | list[int]:
         spec = value
     if isinstance(spec, int) and not isinstance(spec, bool):
         return [spec]
-    if isinstance(spec, Sequence) and spec and all(
-        isinstance(p, int) and not isinstance(p, bool) for p in spec
+    if (
+        isinstance(spec, Sequence)
+        and spec
+        and all(isinstance(p, int) and not isinstance(p, bool) for p in spec)
     ):
         return list(spec)
     raise ValueError(
@@ -120,8 +122,6 @@ def prompt_end_from_labels(labels: torch.Tensor, attention_mask: torch.Tensor) -
     first = torch.where(labelled, cols, torch.full_like(cols, width)).min(1).values
     last_real = torch.where(real, cols + 1, torch.zeros_like(cols)).max(1).values
     return torch.minimum(first, last_real)
-
-
 
 
 class RepTuneCollator:

@@ -424,12 +424,16 @@ class RepTuneLossMixin:
         # Raising out of a sharded forward could leave ZeRO-3/FSDP parameter gathering half
         # done: run those to the end.
         stop = not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
-        with torch.no_grad(), context, intervene(
-            target,
-            {layer: rec.bind(layer) for layer in layers},
-            "all",
-            layer_path=self.rep_config.layer_path,
-            stop_after_last=stop,
+        with (
+            torch.no_grad(),
+            context,
+            intervene(
+                target,
+                {layer: rec.bind(layer) for layer in layers},
+                "all",
+                layer_path=self.rep_config.layer_path,
+                stop_after_last=stop,
+            ),
         ):
             try:
                 target(**feed, use_cache=False)
@@ -449,9 +453,7 @@ class RepTuneLossMixin:
         cfg = self.rep_config
         mode = "train" if model.training else "eval"
         masks = {**inputs, "rep_mask": rep_mask, "retain_mask": retain_mask}
-        rep_mask, retain_mask = self._batch_masks(
-            {k: v for k, v in masks.items() if v is not None}
-        )
+        rep_mask, retain_mask = self._batch_masks({k: v for k, v in masks.items() if v is not None})
         grad = torch.is_grad_enabled()
         rep_grad = grad and cfg.rep_weight > 0
         retain_grad = grad and cfg.retain_weight > 0
@@ -677,8 +679,15 @@ class RepTuneLossMixin:
             saved_cfg = json.loads(config_path.read_text())
             now = self._rep_settings()
             changed = [
-                k for k in ("rep_target", "rep_weight", "lm_weight", "retain_weight",
-                            "resolved_rep_layers", "rep_positions")
+                k
+                for k in (
+                    "rep_target",
+                    "rep_weight",
+                    "lm_weight",
+                    "retain_weight",
+                    "resolved_rep_layers",
+                    "rep_positions",
+                )
                 if k in saved_cfg and saved_cfg[k] != now.get(k)
             ]
             if changed:
