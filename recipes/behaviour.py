@@ -223,7 +223,7 @@ def run_behaviour_section(
     def sweep():
         from scipy.stats import spearmanr
 
-        steer = SteeredModel(model, vecs, layers=[best])
+        steer = SteeredModel(model, vecs, layers=[best], coefficient_unit="raw")
         if generative:
             by_coef, texts, lexicon = generation_scores(
                 model, tok, prompts, coefs, steer, bargs.new_tokens
@@ -241,7 +241,15 @@ def run_behaviour_section(
             from reptune.evaluation import steering_sweep
 
             res = steering_sweep(
-                model, tok, vecs, items, [best], coefs, scorer="letter", progress=True
+                model,
+                tok,
+                vecs,
+                items,
+                [best],
+                coefs,
+                scorer="letter",
+                progress=True,
+                coefficient_unit="raw",
             )
             table = [
                 {

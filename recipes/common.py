@@ -13,20 +13,14 @@ from pathlib import Path
 
 import torch
 
+from reptune.io import (
+    atomic_write,
+    resolve_data,  # noqa: F401  (the recipes import it from here)
+)
 from reptune.models import load_model
-from reptune.vectors import SteeringVectors, atomic_write
+from reptune.vectors import SteeringVectors
 
 logger = logging.getLogger("reptune.recipe")
-PACKAGED = "reptune:"
-
-
-def resolve_data(path: str | None) -> str | None:
-    """``reptune:<file>`` names a dataset shipped with reptune; anything else is a path."""
-    if path is None or not path.startswith(PACKAGED):
-        return path
-    from reptune.behaviours.sentiment import data_path
-
-    return str(data_path(path[len(PACKAGED) :]))
 
 
 @dataclass

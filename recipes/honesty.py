@@ -347,6 +347,7 @@ def main(argv=None) -> int:
             scorer="letter",
             conditions=["honest", "dishonest"],
             progress=True,
+            coefficient_unit="raw",
         )
         res.save(run_dir / "report", "sweep")
         # The "steered" model of the evaluation: the strongest honest push that the sweep on
@@ -424,7 +425,11 @@ def main(argv=None) -> int:
             m, t = load_tuned(margs, model_dir(name if name != "steered" else "base"))
             if name == "steered":
                 m = SteeredModel(
-                    m, vecs, layers=steer_layers, coefficient=sweep_info["best_coefficient"]
+                    m,
+                    vecs,
+                    layers=steer_layers,
+                    coefficient=sweep_info["best_coefficient"],
+                    coefficient_unit="raw",
                 )
             for set_name, items in sets.items():
                 res = evaluate_honesty(m, t, items, hargs.scorer)
@@ -476,6 +481,7 @@ def main(argv=None) -> int:
             scorer="letter",
             conditions=["honest"],
             progress=True,
+            coefficient_unit="raw",
         )
         res.save(run_dir / "report", "robustness")
         return {"rows": res.rows}
@@ -515,6 +521,7 @@ def main(argv=None) -> int:
             helpfulness_items=helpful,
             behaviour_items=claim_items(test_claims),
             progress=True,
+            coefficient_unit="raw",
         )
         plot_tradeoff(res.rows, res.fits, run_dir / "report/tradeoff.png")
         return {"rows": res.rows, "fits": res.fit_rows(), "layer": res.layer}

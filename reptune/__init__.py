@@ -7,8 +7,6 @@ Example:
     >>> steered = SteeredModel(model, vecs, layers=[12], coefficient=6.0)
 """
 
-__version__ = "0.1.0"
-
 from .extract import extract_vectors, layer_diagnostics, read_activations
 from .hooks import AblateVector, AddVector, Recorder, forward_until, intervene, recording
 from .layers import find_layers, num_layers, unwrap_model
@@ -24,6 +22,7 @@ from .pairs import (
 )
 from .steering import SteeredModel
 from .vectors import SteeringVectors
+from .version import __version__
 
 # The trainer pulls in transformers.Trainer (seconds to import): loaded on first use.
 _LAZY = {"RepTuneConfig": "reptune.training", "RepTuneTrainer": "reptune.training"}

@@ -21,9 +21,30 @@ from .pairs import ContrastivePair, fingerprint, validate_pairs
 from .tokenization import context_length, encode_batch
 from .vectors import SteeringVectors
 
-__all__ = ["METHODS", "extract_vectors", "read_activations", "layer_diagnostics", "Reservoir"]
+__all__ = [
+    "METHODS",
+    "extract_vectors",
+    "read_activations",
+    "measure_residual_norms",
+    "layer_diagnostics",
+    "Reservoir",
+]
 
 METHODS = ("mean_diff", "pca_diff", "pca_center")
+
+
+def _forward(model, tokenizer, texts, layers, position, layer_path):
+    """One left-padded batch run up to the deepest layer; the batch and the recorder."""
+    batch = encode_batch(
+        tokenizer,
+        texts,
+        max_length=context_length(model),
+        device=model_device(model),
+        position_ids=True,
+    )
+    rec, fns = recording(layers)
+    forward_until(model, fns, position, layer_path=layer_path, **batch)
+    return batch, rec
 
 
 @torch.no_grad()
@@ -42,16 +63,68 @@ def read_activations(
     Example:
         >>> acts = read_activations(model, tok, ["Hello"], layers=[2, 3], position=-1)
     """
-    batch = encode_batch(
-        tokenizer,
-        texts,
-        max_length=context_length(model),
-        device=model_device(model),
-        position_ids=True,
-    )
-    rec, fns = recording(layers)
-    forward_until(model, fns, position, layer_path=layer_path, **batch)
+    _, rec = _forward(model, tokenizer, texts, layers, position, layer_path)
     return {layer: rec.per_row_mean(layer).float() for layer in layers}
+
+
+class _NormSample:
+    """Uniform sample of at most ``capacity`` token norms from a stream (exact below it).
+
+    Each norm gets a random key and the ``capacity`` smallest keys are kept: a uniform sample
+    without replacement whatever the batch sizes, in O(capacity) per batch.
+    """
+
+    def __init__(self, capacity: int = 1 << 16, seed: int = 0):
+        self.capacity = capacity
+        self.values = torch.empty(0)
+        self.keys = torch.empty(0)
+        self._gen = torch.Generator().manual_seed(seed)
+
+    def add(self, norms: torch.Tensor) -> None:
+        norms = norms.detach().float().cpu().reshape(-1)
+        self.values = torch.cat([self.values, norms])
+        self.keys = torch.cat([self.keys, torch.rand(norms.numel(), generator=self._gen)])
+        if self.values.numel() > self.capacity:
+            keep = self.keys.topk(self.capacity, largest=False).indices
+            self.values, self.keys = self.values[keep], self.keys[keep]
+
+    def median(self) -> float:
+        return float(self.values.median())
+
+
+def _token_norms(rec, layer: int, attention_mask: torch.Tensor) -> torch.Tensor:
+    return rec.hidden(layer).float().norm(dim=-1)[attention_mask.bool()]
+
+
+@torch.no_grad()
+def measure_residual_norms(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    layers: Sequence[int],
+    *,
+    batch_size: int = 16,
+    layer_path: str | None = None,
+) -> dict[int, float]:
+    """Median residual-stream norm of each layer over every real token of ``texts``.
+
+    This is what coefficient 1 means in the ``"residual_norm"`` unit. The median, because a few
+    tokens (the attention sink) have norms many times the typical one.
+
+    Example:
+        >>> norms = measure_residual_norms(model, tok, texts, layers=[10])
+        >>> vecs = vecs.with_residual_norms(norms)
+    """
+    if not texts:
+        raise ValueError("measure_residual_norms needs at least one text")
+    layer_ids = check_layers(layers, num_layers(model, layer_path))
+    samples = {layer: _NormSample(seed=layer) for layer in layer_ids}
+    for start in range(0, len(texts), batch_size):
+        chunk = list(texts[start : start + batch_size])
+        batch, rec = _forward(model, tokenizer, chunk, layer_ids, "all", layer_path)
+        for layer in layer_ids:
+            samples[layer].add(_token_norms(rec, layer, batch["attention_mask"]))
+    return {layer: samples[layer].median() for layer in layer_ids}
 
 
 class Reservoir:
@@ -150,14 +223,18 @@ def extract_vectors(
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     stats: dict[int, _LayerStats] = {}
+    norm_samples = {layer: _NormSample(seed=layer) for layer in layer_ids}
     # One batch holds the positives and negatives of `batch_size` pairs.
     starts = range(0, len(pairs), batch_size)
     for start in tqdm(starts, desc="extracting", disable=not progress, unit="batch"):
         chunk = pairs[start : start + batch_size]
         texts = [p.positive for p in chunk] + [p.negative for p in chunk]
-        acts = read_activations(model, tokenizer, texts, layer_ids, position, layer_path)
-        for layer, act in acts.items():
-            act = act.to("cpu")
+        batch, rec = _forward(model, tokenizer, texts, layer_ids, position, layer_path)
+        for layer in layer_ids:
+            # The residual norms ride along at no extra forward pass: they define the
+            # "residual_norm" coefficient unit of these vectors.
+            norm_samples[layer].add(_token_norms(rec, layer, batch["attention_mask"]))
+            act = rec.per_row_mean(layer).float().to("cpu")
             pos, neg = act[: len(chunk)], act[len(chunk) :]
             if layer not in stats:
                 stats[layer] = _LayerStats(
@@ -207,5 +284,6 @@ def extract_vectors(
         num_pairs=len(pairs),
         data_fingerprint=fingerprint(pairs),
         diagnostics=diagnostics,
+        residual_norms={layer: norm_samples[layer].median() for layer in layer_ids},
     )
     return SteeringVectors(vectors, metadata)

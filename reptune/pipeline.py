@@ -14,7 +14,7 @@ from typing import Any
 
 from accelerate import PartialState
 
-from .vectors import atomic_write
+from .io import atomic_write
 
 __all__ = ["StageRunner", "settings_fingerprint"]
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import torch
 
 from .hooks import AblateVector, AddVector, Positions, intervene, validate_positions
-from .vectors import SteeringVectors
+from .vectors import DEFAULT_COEFFICIENT_UNIT, SteeringVectors
 
 __all__ = ["SteeredModel", "MODES"]
 
@@ -42,18 +42,21 @@ def _check_coefficient(coefficient, batch: int | None) -> None:
 class SteeredModel:
     """Wrap ``model`` so every forward and ``generate`` call is steered.
 
-    ``mode="add"`` adds ``coefficient * vector`` at ``layers`` and ``positions`` (hook position
-    language: ``"all"``, ``"prompt"``, ``"generated"``, offsets, a mask); ``mode="ablate"``
-    projects the direction out. ``coefficient`` may be a tensor with one value per batch row, so a
-    whole coefficient sweep runs in one batch. Attribute access falls through to the wrapped
-    model (``config``, ``device``, ``generation_config``, ``name_or_path``...), so tools such as
-    lm-eval's ``HFLM`` accept it. As a context manager it steers the wrapped model itself for the
-    duration of the block; leaving it restores the model exactly.
+    ``mode="add"`` adds ``coefficient * vectors.direction(layer, coefficient_unit)`` at ``layers``
+    and ``positions`` (hook position language: ``"all"``, ``"prompt"``, ``"generated"``,
+    offsets, a mask); ``mode="ablate"`` projects the direction out. The coefficient is a
+    fraction of the layer's median residual norm by default (``coefficient_unit=
+    "residual_norm"``, the unit of every reptune API, command and report); ``"raw"`` takes
+    multiples of the stored vector. ``coefficient`` may be a tensor with one value per batch
+    row, so a whole coefficient sweep runs in one batch. Attribute access falls through to the
+    wrapped model (``config``, ``device``, ``generation_config``, ``name_or_path``...), so
+    tools such as lm-eval's ``HFLM`` accept it. As a context manager it steers the wrapped
+    model itself for the duration of the block; leaving it restores the model exactly.
 
     Example:
-        >>> steered = SteeredModel(model, vectors, layers=[14], coefficient=8.0)
+        >>> steered = SteeredModel(model, vectors, layers=[14], coefficient=0.2)
         >>> out = steered.generate(**batch, max_new_tokens=30)
-        >>> sweep = steered.generate(**batch8, coefficient=torch.linspace(-8, 8, 8))
+        >>> sweep = steered.generate(**batch8, coefficient=torch.linspace(-0.3, 0.3, 8))
         >>> with SteeredModel(model, vectors, layers=[14], mode="ablate"):
         ...     model(**batch)  # the plain model, steered inside the block
     """
@@ -67,6 +70,7 @@ class SteeredModel:
         mode: str = "add",
         positions: Positions = "all",
         layer_path: str | None = None,
+        coefficient_unit: str = DEFAULT_COEFFICIENT_UNIT,
     ):
         if not isinstance(vectors, SteeringVectors):
             vectors = SteeringVectors(dict(vectors))
@@ -77,6 +81,8 @@ class SteeredModel:
         layers = vectors.layers if layers is None else layers
         layers = [layers] if isinstance(layers, int) else list(layers)
         vectors = vectors.select(layers)
+        if mode == "add":
+            vectors.check_unit(coefficient_unit, layers)
         _check_coefficient(coefficient, None)
         self.model = model
         self.vectors = vectors
@@ -85,6 +91,7 @@ class SteeredModel:
         self.mode = mode
         self.positions = positions
         self.layer_path = layer_path
+        self.coefficient_unit = coefficient_unit
         self._active: list = []
 
     @property
@@ -100,7 +107,8 @@ class SteeredModel:
     def __repr__(self) -> str:
         return (
             f"SteeredModel({type(self.model).__name__}, layers={self.layers}, mode={self.mode!r}, "
-            f"coefficient={self.coefficient!r}, positions={self.positions!r})"
+            f"coefficient={self.coefficient!r}, coefficient_unit={self.coefficient_unit!r}, "
+            f"positions={self.positions!r})"
         )
 
     def interventions(self, coefficient=None) -> dict:
@@ -108,7 +116,10 @@ class SteeredModel:
         coef = self.coefficient if coefficient is None else coefficient
         if self.mode == "ablate":
             return {layer: AblateVector(self.vectors[layer]) for layer in self.layers}
-        return {layer: AddVector(self.vectors[layer], coef) for layer in self.layers}
+        return {
+            layer: AddVector(self.vectors.direction(layer, self.coefficient_unit), coef)
+            for layer in self.layers
+        }
 
     @contextmanager
     def steering(self, coefficient=None, prompt_length=None) -> Iterator:

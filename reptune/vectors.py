@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,40 +11,55 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from .io import atomic_folder, recover_folder
 from .layers import hidden_size, num_layers, unwrap_model
+from .version import __version__
 
-__all__ = ["SteeringVectors", "VECTORS_FILE", "METADATA_FILE", "atomic_write"]
+__all__ = [
+    "SteeringVectors",
+    "VECTORS_FILE",
+    "METADATA_FILE",
+    "COEFFICIENT_UNITS",
+    "DEFAULT_COEFFICIENT_UNIT",
+    "check_coefficient_unit",
+    "describe_unit",
+]
 
 VECTORS_FILE = "steering_vectors.safetensors"
 METADATA_FILE = "steering_vectors.json"
 FORMAT_VERSION = 1
 
+#: What a steering coefficient is measured in. ``"residual_norm"``: a fraction of the layer's
+#: median residual-stream norm (``0.1`` adds a vector one tenth as long as a typical activation),
+#: comparable across layers and models; ``"raw"``: a multiple of the stored vector.
+COEFFICIENT_UNITS = ("residual_norm", "raw")
+#: The unit used everywhere a coefficient is taken (API, CLI, recipes, trainer, reports).
+DEFAULT_COEFFICIENT_UNIT = "residual_norm"
 
-def _version() -> str:
-    from . import __version__
 
-    return __version__
+def check_coefficient_unit(unit: str) -> str:
+    """Return ``unit`` if it is one of :data:`COEFFICIENT_UNITS`, else raise.
 
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(tmp_path)`` and move the result onto ``path`` only once it is complete.
-
-    A crash half-way leaves the previous file untouched.
+    Example:
+        >>> check_coefficient_unit("raw")
+        'raw'
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        # mkstemp creates the file private (0600); give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    if unit not in COEFFICIENT_UNITS:
+        raise ValueError(f"unknown coefficient_unit {unit!r}: use one of {COEFFICIENT_UNITS}")
+    return unit
+
+
+def describe_unit(unit: str) -> str:
+    """The unit in words, for reports and plot axes.
+
+    Example:
+        >>> describe_unit("raw")
+        'multiples of the stored vector'
+    """
+    check_coefficient_unit(unit)
+    if unit == "raw":
+        return "multiples of the stored vector"
+    return "fraction of the layer's median residual norm"
 
 
 def _digest(vectors: dict[int, torch.Tensor]) -> str:
@@ -131,6 +144,71 @@ class SteeringVectors:
             {k: v / v.norm() for k, v in self.vectors.items()}, dict(self.metadata)
         )
 
+    @property
+    def residual_norms(self) -> dict[int, float]:
+        """Median norm of the residual stream at each layer over real tokens, when recorded.
+
+        :func:`reptune.extract.extract_vectors` records it from the pairs' texts; for vectors
+        made another way, :meth:`with_residual_norms` adds it.
+        """
+        norms = self.metadata.get("residual_norms") or {}
+        return {int(k): float(v) for k, v in norms.items()}
+
+    def with_residual_norms(self, norms: dict[int, float]) -> SteeringVectors:
+        """A copy that carries ``norms`` (``{layer: median residual norm}``).
+
+        Example:
+            >>> from reptune.extract import measure_residual_norms
+            >>> vecs = vecs.with_residual_norms(measure_residual_norms(model, tok, texts, [3]))
+        """
+        bad = {k: v for k, v in norms.items() if not (isinstance(v, (int, float)) and v > 0)}
+        if bad:
+            raise ValueError(f"residual norms must be positive numbers, got {bad}")
+        meta = dict(self.metadata)
+        meta["residual_norms"] = {
+            **self.residual_norms,
+            **{int(k): float(v) for k, v in norms.items()},
+        }
+        return SteeringVectors(dict(self.vectors), meta)
+
+    def check_unit(self, unit: str, layers=None) -> None:
+        """Raise before any forward pass if coefficients in ``unit`` cannot be used at ``layers``.
+
+        Example:
+            >>> vecs.check_unit("residual_norm", [12])
+        """
+        check_coefficient_unit(unit)
+        if unit == "raw":
+            return
+        layers = self.layers if layers is None else list(layers)
+        missing = [layer for layer in layers if layer not in self.residual_norms]
+        if missing:
+            raise ValueError(
+                f"coefficient_unit='residual_norm' needs the median residual norm of layers "
+                f"{missing}, which these vectors do not carry: record it with "
+                "vectors.with_residual_norms(reptune.extract.measure_residual_norms(model, tok, "
+                "texts, layers)), or pass coefficient_unit='raw' for multiples of the vector"
+            )
+        zero = [layer for layer in layers if float(self.vectors[layer].norm()) == 0.0]
+        if zero:
+            raise ValueError(f"the vector of layers {zero} is zero: it has no direction to scale")
+
+    def direction(self, layer: int, unit: str = DEFAULT_COEFFICIENT_UNIT) -> torch.Tensor:
+        """What coefficient 1 adds at ``layer`` in ``unit`` (float32).
+
+        ``"raw"``: the stored vector; ``"residual_norm"``: the vector rescaled to the layer's
+        median residual norm, so coefficient ``c`` adds a vector of length ``c`` times a typical
+        activation's.
+
+        Example:
+            >>> delta = 0.1 * vecs.direction(12)  # what SteeredModel(..., coefficient=0.1) adds
+        """
+        self.check_unit(unit, [layer])
+        vec = self.vectors[layer].detach().float()
+        if unit == "raw":
+            return vec
+        return vec * (self.residual_norms[layer] / vec.norm())
+
     def check_compatible(self, model) -> None:
         """Raise a clear error if these vectors cannot be used with ``model``."""
         width = hidden_size(model)
@@ -152,8 +230,10 @@ class SteeringVectors:
     def save(self, directory: str | Path) -> Path:
         """Write ``steering_vectors.safetensors`` + ``steering_vectors.json`` into ``directory``.
 
-        Each file is written to a temporary name and renamed into place, so an interrupted save
-        never leaves a half-written file; the JSON records a checksum of the tensors.
+        The folder is written as a whole (:func:`reptune.io.atomic_folder`): a crash at any point
+        leaves the previous save loadable, never a tensors file from one save beside the
+        metadata of another. Other files in the folder (a card) are kept. The JSON records a
+        checksum of the tensors.
         """
         directory = Path(directory)
         tensors = {f"layer.{k}": v.detach().cpu().contiguous() for k, v in self.vectors.items()}
@@ -163,12 +243,11 @@ class SteeringVectors:
             layers=self.layers,
             tensors_sha256=_digest({k: tensors[f"layer.{k}"] for k in self.layers}),
         )
-        meta.setdefault("reptune_version", _version())
-        atomic_write(directory / VECTORS_FILE, lambda p: save_file(tensors, p))
-        atomic_write(
-            directory / METADATA_FILE,
-            lambda p: Path(p).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str)),
-        )
+        meta.setdefault("reptune_version", __version__)
+        text = json.dumps(meta, indent=2, sort_keys=True, default=str)
+        with atomic_folder(directory) as tmp:
+            save_file(tensors, str(tmp / VECTORS_FILE))
+            (tmp / METADATA_FILE).write_text(text)
         return directory
 
     @classmethod
@@ -178,7 +257,7 @@ class SteeringVectors:
         Example:
             >>> vecs = SteeringVectors.load("runs/honesty/vectors", model=model)
         """
-        directory = Path(directory)
+        directory = recover_folder(Path(directory))
         tensor_path, meta_path = directory / VECTORS_FILE, directory / METADATA_FILE
         for path in (tensor_path, meta_path):
             if not path.is_file():
@@ -209,8 +288,9 @@ class SteeringVectors:
             )
         for key in ("format_version", "layers", "tensors_sha256"):
             meta.pop(key, None)
-        if isinstance(meta.get("diagnostics"), dict):  # JSON turned the layer keys into strings
-            meta["diagnostics"] = {int(k): v for k, v in meta["diagnostics"].items()}
+        for key in ("diagnostics", "residual_norms"):  # JSON turned the layer keys into strings
+            if isinstance(meta.get(key), dict):
+                meta[key] = {int(k): v for k, v in meta[key].items()}
         vecs = cls(vectors, meta)
         if model is not None:
             vecs.check_compatible(model)

@@ -31,7 +31,7 @@ def main():
     args = parser.parse_args()
     model, tok = llama(args.layers, args.hidden, args.vocab), word_tokenizer(args.vocab)
     vecs = SteeringVectors({args.layers // 2: torch.randn(args.hidden)})
-    steered = SteeredModel(model, vecs, coefficient=4.0, positions="all")
+    steered = SteeredModel(model, vecs, coefficient=4.0, positions="all", coefficient_unit="raw")
     prompts = random_texts(8, args.prompt_length, args.vocab)
     batch = encode_batch(tok, prompts)
     gen = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)

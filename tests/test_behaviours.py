@@ -15,7 +15,8 @@ from reptune.behaviours import (
     model_sentiment_score,
     sentiment_score,
 )
-from reptune.behaviours.sentiment import NEGATIVE_WORDS, POSITIVE_WORDS, data_path
+from reptune.behaviours.sentiment import NEGATIVE_WORDS, POSITIVE_WORDS
+from reptune.io import data_path
 from reptune.pairs import ContrastivePair, validate_pairs
 
 JSONL_FILES = {

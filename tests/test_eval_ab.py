@@ -75,7 +75,7 @@ def test_evaluate_honesty_generate(setup):
 
 def test_per_row_coefficients_equal_scalar_runs(setup):
     model, tok, vecs, items = setup
-    steered = SteeredModel(model, vecs, layers=[1])
+    steered = SteeredModel(model, vecs, layers=[1], coefficient_unit="raw")
     coefs = [-3.0, 0.0, 5.0]
     rows = [it for it in items[:2] for _ in coefs]
     per_row = score_items(
@@ -84,7 +84,10 @@ def test_per_row_coefficients_equal_scalar_runs(setup):
     for i, it in enumerate(items[:2]):
         for j, c in enumerate(coefs):
             (single,) = score_items(
-                SteeredModel(model, vecs, layers=[1], coefficient=c), tok, [it], "letter"
+                SteeredModel(model, vecs, layers=[1], coefficient=c, coefficient_unit="raw"),
+                tok,
+                [it],
+                "letter",
             )
             got = per_row[i * len(coefs) + j].probs
             assert got == pytest.approx(single.probs, rel=1e-4, abs=1e-7)
@@ -94,7 +97,7 @@ def test_per_row_coefficients_equal_scalar_runs(setup):
 
 def test_generation_with_per_row_coefficients(setup):
     model, tok, vecs, items = setup
-    steered = SteeredModel(model, vecs, layers=[2])
+    steered = SteeredModel(model, vecs, layers=[2], coefficient_unit="raw")
     prompts = [item_prompt(tok, items[0], None)] * 2
     texts = generate_texts(steered, tok, prompts, coefficients=[0.0, 40.0], max_new_tokens=4)
     plain = generate_texts(model, tok, prompts[:1], max_new_tokens=4)

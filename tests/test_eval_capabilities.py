@@ -93,7 +93,7 @@ def test_local_task_runs_offline(tmp_path, monkeypatch):
     assert ppl > 1.0
     vecs = SteeringVectors({1: torch.randn(32) * 10})
     steered = evaluate_capabilities(
-        SteeredModel(model, vecs, layers=[1], coefficient=5.0),
+        SteeredModel(model, vecs, layers=[1], coefficient=5.0, coefficient_unit="raw"),
         tok,
         ["reptune_local_ll"],
         include_path=tmp_path,

@@ -58,6 +58,8 @@ def test_eval_end_to_end(run, tmp_path):
             str(run / "vectors"),
             "--layers",
             "1",
+            "--coefficient_unit",
+            "raw",
             "--coefficient",
             "2",
             "--data",
@@ -115,6 +117,8 @@ def test_sweep_default_compare_and_tradeoff(run, tmp_path):
         sweep.main(
             common
             + [
+                "--coefficient_unit",
+                "raw",
                 "--coefficients",
                 "-2",
                 "0",
@@ -139,6 +143,8 @@ def test_sweep_default_compare_and_tradeoff(run, tmp_path):
             + [
                 "--layers",
                 "2",
+                "--coefficient_unit",
+                "raw",
                 "--coefficients",
                 "3",
                 "--compare",
@@ -163,6 +169,8 @@ def test_sweep_default_compare_and_tradeoff(run, tmp_path):
                 "--layers",
                 "1",
                 "--tradeoff",
+                "--coefficient_unit",
+                "raw",
                 "--coefficients",
                 "-2",
                 "-1",

@@ -86,7 +86,13 @@ def test_perplexity_from_text_and_steering(setup):
     short = perplexity(model, tok, TEXT, 32, 16, max_tokens=50)
     assert short.total_tokens == 49
     vecs = SteeringVectors({1: torch.randn(32) * 5})
-    steered = perplexity(SteeredModel(model, vecs, layers=[1], coefficient=3.0), tok, TEXT, 32, 16)
+    steered = perplexity(
+        SteeredModel(model, vecs, layers=[1], coefficient=3.0, coefficient_unit="raw"),
+        tok,
+        TEXT,
+        32,
+        16,
+    )
     assert steered.perplexity != pytest.approx(perplexity(model, tok, TEXT, 32, 16).perplexity)
     with pytest.raises(ValueError, match="exceeds the model's context"):
         window_nll(model, torch.arange(300) % 300, window=256, stride=128)

@@ -9,7 +9,8 @@ import pytest
 
 from reptune.evaluation.report import Report
 from reptune.evaluation.stats import rate
-from reptune.evaluation.tables import jsonable, markdown_table, write_table
+from reptune.evaluation.tables import markdown_table, write_table
+from reptune.io import jsonable
 
 ROWS = [
     {

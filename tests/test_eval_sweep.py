@@ -48,14 +48,19 @@ def test_batched_sweep_equals_sequential(setup):
         conditions=["none", "honest"],
         batch_size=5,
         progress=False,
+        coefficient_unit="raw",
     )
     assert len(res.rows) == 2 * (3 + 1) * 2
     for (layer, mode, coef, cond), batched in res.results.items():
         system = {"none": None, "honest": HONEST_PERSONA}[cond]
         if mode == "add":
-            single = SteeredModel(model, vecs, layers=[layer], coefficient=coef)
+            single = SteeredModel(
+                model, vecs, layers=[layer], coefficient=coef, coefficient_unit="raw"
+            )
         else:
-            single = SteeredModel(model, vecs, layers=[layer], mode="ablate")
+            single = SteeredModel(
+                model, vecs, layers=[layer], mode="ablate", coefficient_unit="raw"
+            )
         ref = evaluate_ab(single, tok, items, "letter", system=system, batch_size=len(items))
         assert [r.index for r in batched.records] == list(range(len(items)))
         for got, want in zip(batched.records, ref.records):
@@ -78,16 +83,27 @@ def test_batched_generation_sweep_equals_sequential(setup):
         max_new_tokens=3,
         batch_size=4,
         progress=False,
+        coefficient_unit="raw",
     )
     for (layer, _, coef, _), batched in res.results.items():
-        single = SteeredModel(model, vecs, layers=[layer], coefficient=coef)
+        single = SteeredModel(model, vecs, layers=[layer], coefficient=coef, coefficient_unit="raw")
         ref = evaluate_ab(single, tok, items[:2], "generate", max_new_tokens=3)
         assert [r.text for r in batched.records] == [r.text for r in ref.records]
 
 
 def test_sweep_rows_tables_and_plots(setup, tmp_path):
     model, tok, vecs, items = setup
-    res = steering_sweep(model, tok, vecs, items[:2], [1], [-2.0, 2.0], ablate=True, progress=False)
+    res = steering_sweep(
+        model,
+        tok,
+        vecs,
+        items[:2],
+        [1],
+        [-2.0, 2.0],
+        ablate=True,
+        progress=False,
+        coefficient_unit="raw",
+    )
     row = res.rows[0]
     assert {
         "layer",
@@ -110,7 +126,7 @@ def test_sweep_rows_tables_and_plots(setup, tmp_path):
     saved = res.save(tmp_path / "saved")
     assert sorted(p.name for p in saved.values()) == ["sweep.csv", "sweep.json", "sweep.png"]
     with pytest.raises(ValueError, match="at least one layer"):
-        steering_sweep(model, tok, vecs, items, [], [1.0])
+        steering_sweep(model, tok, vecs, items, [], [1.0], coefficient_unit="raw")
 
 
 def test_robustness_runs_every_model_on_the_negative_grid(setup, tmp_path):
@@ -131,6 +147,7 @@ def test_robustness_runs_every_model_on_the_negative_grid(setup, tmp_path):
         [1],
         [4.0],
         progress=False,
+        coefficient_unit="raw",
     )
     assert loaded == [True]
     assert [(r["model"], r["coefficient"]) for r in res.rows] == [

@@ -90,6 +90,7 @@ def test_tradeoff_study_on_a_tiny_model(tmp_path):
         helpfulness_items=mmlu,
         behaviour_items=behaviour,
         progress=False,
+        coefficient_unit="raw",
     )
     assert [r["coefficient"] for r in res.rows] == coefficients
     for row in res.rows:
@@ -111,8 +112,9 @@ def test_tradeoff_study_on_a_tiny_model(tmp_path):
         max_new_tokens=2,
         behaviour_scorer=lambda t: texts.append(t) or 1,
         progress=False,
+        coefficient_unit="raw",
     )
     assert len(texts) == 6 and all(r["behaviour"] == 1.0 for r in gen.rows)
     assert plot_tradeoff(res.rows, res.fits, tmp_path / "t.png").is_file()
     with pytest.raises(ValueError, match="exactly one"):
-        tradeoff_study(model, tok, vecs, 1, [0.0], helpfulness_items=mmlu)
+        tradeoff_study(model, tok, vecs, 1, [0.0], helpfulness_items=mmlu, coefficient_unit="raw")

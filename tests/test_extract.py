@@ -148,3 +148,24 @@ def test_cli_missing_pairs_file_fails_before_loading_a_model(tmp_path, monkeypat
     code = main(["extract", "--pairs", str(tmp_path / "nope.jsonl"), "--output", str(tmp_path)])
     assert code == 2
     assert "nope.jsonl does not exist" in capsys.readouterr().err
+
+
+def test_residual_norms_are_the_median_over_real_tokens():
+    """Extraction records each layer's median token norm, as a one-text-at-a-time reference."""
+    from reptune.extract import measure_residual_norms
+
+    model, tok = make_model("llama", n_layers=4), make_tokenizer(pad=True)
+    vecs = extract_vectors(model, tok, PAIRS, layers=[0, 2], batch_size=2, progress=False)
+    texts = [t for pair in PAIRS for t in (pair.positive, pair.negative)]
+    for layer in (0, 2):
+        norms = []
+        with torch.no_grad():
+            for text in texts:
+                out = model(**tok(text, return_tensors="pt"), output_hidden_states=True)
+                # layer i = output of block i = hidden_states[i + 1] (the last one is normed)
+                hidden = out.hidden_states[layer + 1][0]
+                norms.append(hidden.norm(dim=-1))
+        expected = float(torch.cat(norms).median())
+        assert vecs.residual_norms[layer] == pytest.approx(expected, rel=1e-5)
+    measured = measure_residual_norms(model, tok, texts, [0], batch_size=3)
+    assert measured[0] == pytest.approx(vecs.residual_norms[0], rel=1e-5)

@@ -54,7 +54,9 @@ def test_kv_cache_equals_no_cache(positions):
     batch = encode_batch(tok, PROMPTS)
     prompt_len = batch["input_ids"].shape[1]
     coef = torch.tensor([4.0, -3.0, 8.0])
-    steered = SteeredModel(model, _vectors(), coefficient=coef, positions=positions)
+    steered = SteeredModel(
+        model, _vectors(), coefficient=coef, positions=positions, coefficient_unit="raw"
+    )
     with torch.no_grad():
         seq, mask, cached = _decode_with_cache(steered, batch)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -72,7 +74,9 @@ def test_kv_cache_equals_no_cache(positions):
 def test_generate_with_and_without_cache_agree():
     model, tok = make_model(), make_tokenizer()
     batch = encode_batch(tok, PROMPTS)
-    steered = SteeredModel(model, _vectors(), coefficient=6.0, positions="generated")
+    steered = SteeredModel(
+        model, _vectors(), coefficient=6.0, positions="generated", coefficient_unit="raw"
+    )
     kwargs = dict(
         max_new_tokens=5, do_sample=False, output_scores=True, return_dict_in_generate=True
     )
@@ -85,7 +89,9 @@ def test_generate_with_and_without_cache_agree():
 
 def test_left_padded_batch_equals_one_at_a_time():
     model, tok = make_model(), make_tokenizer()
-    steered = SteeredModel(model, _vectors(), coefficient=5.0, positions="all")
+    steered = SteeredModel(
+        model, _vectors(), coefficient=5.0, positions="all", coefficient_unit="raw"
+    )
     kwargs = dict(
         max_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True
     )
@@ -102,7 +108,7 @@ def test_per_row_coefficients_equal_separate_runs():
     model, tok = make_model(), make_tokenizer()
     coefs = [-4.0, 0.0, 2.5, 9.0]
     batch = encode_batch(tok, ["I love"] * 4)
-    steered = SteeredModel(model, _vectors(), positions="all")
+    steered = SteeredModel(model, _vectors(), positions="all", coefficient_unit="raw")
     with torch.no_grad():
         swept = steered(**batch, coefficient=torch.tensor(coefs)).logits
         for row, c in enumerate(coefs):
@@ -121,7 +127,9 @@ def test_per_row_coefficients_equal_separate_runs():
 def test_generated_positions_leave_prompt_untouched():
     model, tok = make_model(), make_tokenizer()
     batch = encode_batch(tok, PROMPTS)
-    steered = SteeredModel(model, _vectors(), coefficient=10.0, positions="generated")
+    steered = SteeredModel(
+        model, _vectors(), coefficient=10.0, positions="generated", coefficient_unit="raw"
+    )
     with torch.no_grad():
         plain = model(**batch).logits
         prefill = steered(**batch).logits
@@ -141,7 +149,7 @@ def test_ablate_leaves_zero_projection():
     vecs = _vectors(layers=(2,))
     batch = encode_batch(tok, PROMPTS)
     rec, fns = recording([2])
-    with SteeredModel(model, vecs, mode="ablate"), intervene(model, fns):
+    with SteeredModel(model, vecs, mode="ablate", coefficient_unit="raw"), intervene(model, fns):
         with torch.no_grad():
             model(**batch)
     unit = vecs[2] / vecs[2].norm()
@@ -154,14 +162,14 @@ def test_context_manager_restores_model_exactly():
     batch = encode_batch(tok, PROMPTS)
     with torch.no_grad():
         before = model(**batch).logits
-        with SteeredModel(model, _vectors(), coefficient=3.0) as steered:
+        with SteeredModel(model, _vectors(), coefficient=3.0, coefficient_unit="raw") as steered:
             during = model(**batch).logits
             assert torch.equal(steered(**batch).logits, during)  # no double steering
         after = model(**batch).logits
     assert not torch.equal(before, during)
     assert torch.equal(before, after)
     with pytest.raises(ZeroDivisionError):
-        with SteeredModel(model, _vectors(), coefficient=3.0):
+        with SteeredModel(model, _vectors(), coefficient=3.0, coefficient_unit="raw"):
             raise ZeroDivisionError("inside the block")
     with torch.no_grad():
         assert torch.equal(model(**batch).logits, before)
@@ -170,7 +178,7 @@ def test_context_manager_restores_model_exactly():
 
 def test_attributes_pass_through_for_eval_harnesses():
     model = make_model()
-    steered = SteeredModel(model, _vectors())
+    steered = SteeredModel(model, _vectors(), coefficient_unit="raw")
     assert steered.config is model.config
     assert steered.device == model.device
     assert steered.generation_config is model.generation_config
@@ -180,22 +188,34 @@ def test_attributes_pass_through_for_eval_harnesses():
 def test_bad_inputs():
     model, tok = make_model(), make_tokenizer()
     batch = encode_batch(tok, PROMPTS)
-    steered = SteeredModel(model, _vectors())
+    steered = SteeredModel(model, _vectors(), coefficient_unit="raw")
     with pytest.raises(ValueError, match="coefficient has 2 values but the batch has 3"):
         steered(**batch, coefficient=torch.tensor([1.0, 2.0]))
     with pytest.raises(ValueError, match="coefficient has 2 values"):
         steered.generate(**batch, coefficient=torch.tensor([1.0, 2.0]), max_new_tokens=1)
     with pytest.raises(ValueError, match="NaN"):
-        SteeredModel(model, _vectors(), coefficient=float("nan"))
+        SteeredModel(model, _vectors(), coefficient=float("nan"), coefficient_unit="raw")
     with pytest.raises(ValueError, match="unknown mode"):
-        SteeredModel(model, _vectors(), mode="multiply")
+        SteeredModel(model, _vectors(), mode="multiply", coefficient_unit="raw")
     with pytest.raises(ValueError, match="hidden size 16"):
-        SteeredModel(model, {1: torch.ones(16)})
+        SteeredModel(model, {1: torch.ones(16)}, coefficient_unit="raw")
     with pytest.raises(ValueError, match="only 4 decoder blocks"):
-        SteeredModel(model, {9: torch.ones(32)})
+        SteeredModel(model, {9: torch.ones(32)}, coefficient_unit="raw")
     with pytest.raises(ValueError, match="NaN or inf"):
-        SteeredModel(model, {1: torch.tensor([float("inf")] * 32)})
+        SteeredModel(model, {1: torch.tensor([float("inf")] * 32)}, coefficient_unit="raw")
     with pytest.raises(ValueError, match="no vector for layers"):
-        SteeredModel(model, _vectors(), layers=[3])
+        SteeredModel(model, _vectors(), layers=[3], coefficient_unit="raw")
     with pytest.raises(ValueError, match="unknown positions"):
-        SteeredModel(model, _vectors(), positions="middle")
+        SteeredModel(model, _vectors(), positions="middle", coefficient_unit="raw")
+
+
+def test_residual_norm_unit_equals_raw_steering_with_the_rescaled_vector(model, tokenizer):
+    vecs = _vectors().with_residual_norms({1: 3.0, 2: 5.0})
+    batch = encode_batch(tokenizer, ["hello there", "a fox"], position_ids=True)
+    scaled = SteeringVectors({k: vecs.direction(k, "residual_norm") for k in vecs.layers})
+    with torch.no_grad():
+        by_unit = SteeredModel(model, vecs, coefficient=0.5)(**batch).logits
+        by_hand = SteeredModel(model, scaled, coefficient=0.5, coefficient_unit="raw")(**batch)
+    assert torch.allclose(by_unit, by_hand.logits, atol=1e-6)
+    with pytest.raises(ValueError, match="residual norm"):
+        SteeredModel(model, _vectors(), coefficient=0.5)

@@ -77,3 +77,22 @@ def test_invalid_vectors():
         SteeringVectors({})
     with pytest.raises(ValueError, match="1-D"):
         SteeringVectors({0: torch.ones(2, 2)})
+
+
+def test_residual_norm_unit_scales_the_unit_vector(tmp_path):
+    vecs = _vecs().with_residual_norms({1: 8.0, 3: 2.0})
+    direction = vecs.direction(1, "residual_norm")
+    assert direction.norm() == pytest.approx(8.0)
+    assert torch.allclose(direction / 8.0, vecs[1] / vecs[1].norm())
+    assert torch.equal(vecs.direction(3, "raw"), vecs[3])
+    vecs.save(tmp_path / "v")
+    assert SteeringVectors.load(tmp_path / "v").residual_norms == {1: 8.0, 3: 2.0}
+
+
+def test_residual_norm_unit_without_norms_is_a_clear_error():
+    with pytest.raises(ValueError, match="coefficient_unit='raw'"):
+        _vecs().direction(1, "residual_norm")
+    with pytest.raises(ValueError, match="unknown coefficient_unit"):
+        _vecs().direction(1, "percent")
+    with pytest.raises(ValueError, match="positive"):
+        _vecs().with_residual_norms({1: 0.0})

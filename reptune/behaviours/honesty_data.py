@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ..io import data_path, read_jsonl
 from ..pairs import Claim
-from .sentiment import read_jsonl
 
 __all__ = ["load_honesty_claims"]
 
@@ -16,7 +16,7 @@ def load_honesty_claims() -> list[Claim]:
         >>> pairs = claims_to_pairs(claims, tok)
     """
     claims = []
-    for i, row in enumerate(read_jsonl("honesty_claims.jsonl")):
+    for i, row in enumerate(read_jsonl(data_path("honesty_claims.jsonl"))):
         if row.get("label") not in (0, 1) or not isinstance(row.get("statement"), str):
             raise ValueError(f"honesty_claims.jsonl row {i}: need a statement and a 0/1 label")
         claims.append(Claim(row["statement"].strip(), bool(row["label"])))

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from importlib import resources
 
 import torch
 
+from ..io import data_path, read_jsonl
 from ..pairs import ContrastivePair, format_chat
 
 __all__ = [
@@ -26,8 +26,6 @@ __all__ = [
     "NEGATION_WINDOW",
     "JUDGE_TEMPLATE",
     "JUDGE_THRESHOLD",
-    "data_path",
-    "read_jsonl",
     "load_sentiment_rows",
     "load_sentiment_pairs",
     "load_eval_prompts",
@@ -101,28 +99,6 @@ JUDGE_THRESHOLD = 3.74
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?|[.,;:!?]")
 
 
-def data_path(name: str):
-    """Path of a data file shipped in ``reptune/data``.
-
-    Example:
-        >>> data_path("sentiment_pairs.jsonl").name
-        'sentiment_pairs.jsonl'
-    """
-    return resources.files("reptune").joinpath("data", name)
-
-
-def read_jsonl(name: str) -> list[dict]:
-    """Rows of a JSONL file shipped in ``reptune/data``.
-
-    Example:
-        >>> len(read_jsonl("sentiment_eval_prompts.jsonl")) > 0
-        True
-    """
-    from ..evaluation.datasets import read_records
-
-    return read_records(data_path(name))
-
-
 def load_sentiment_rows(split: str = "all") -> list[dict]:
     """Raw sentiment rows (``id``, ``split``, ``prompt``, ``positive``, ``negative``).
 
@@ -131,7 +107,7 @@ def load_sentiment_rows(split: str = "all") -> list[dict]:
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: use one of {SPLITS}")
-    rows = read_jsonl("sentiment_pairs.jsonl")
+    rows = read_jsonl(data_path("sentiment_pairs.jsonl"))
     return rows if split == "all" else [r for r in rows if r["split"] == split]
 
 
@@ -166,7 +142,9 @@ def load_eval_prompts(tokenizer=None, limit: int | None = None, chat: bool = Tru
     Example:
         >>> prompts = load_eval_prompts(tok, limit=16)
     """
-    prompts = [row["prompt"] for row in read_jsonl("sentiment_eval_prompts.jsonl")][:limit]
+    prompts = [row["prompt"] for row in read_jsonl(data_path("sentiment_eval_prompts.jsonl"))][
+        :limit
+    ]
     return [format_chat(tokenizer, p) for p in prompts] if chat else prompts
 
 
@@ -176,7 +154,10 @@ def load_scorer_check() -> list[tuple[str, int]]:
     Example:
         >>> texts, labels = zip(*load_scorer_check())
     """
-    return [(row["text"], int(row["label"])) for row in read_jsonl("sentiment_scorer_check.jsonl")]
+    return [
+        (row["text"], int(row["label"]))
+        for row in read_jsonl(data_path("sentiment_scorer_check.jsonl"))
+    ]
 
 
 def load_heldout_text() -> str:

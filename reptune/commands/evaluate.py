@@ -14,7 +14,8 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import parse
+from ..models import DEFAULT_MODEL
+from . import coefficient_unit_field, parse
 
 __all__ = ["HELP", "EvalArguments", "main"]
 
@@ -27,7 +28,7 @@ class EvalArguments:
 
     output: str = field(metadata={"help": "folder for report.md, report.json, tables/, plots/"})
     model: str = field(
-        default="embedded:smollm2-135m",
+        default=DEFAULT_MODEL,
         metadata={"help": "model spec: Hub id, local folder, .gguf file or embedded:<name>"},
     )
     dtype: str = field(default="float32", metadata={"help": "float32, bfloat16, float16 or auto"})
@@ -40,7 +41,10 @@ class EvalArguments:
     layers: list[int] | None = field(
         default=None, metadata={"help": "layers to steer (default: all layers of --vectors)"}
     )
-    coefficient: float = field(default=4.0, metadata={"help": "steering coefficient"})
+    coefficient: float = field(
+        default=0.1, metadata={"help": "steering coefficient, in --coefficient_unit"}
+    )
+    coefficient_unit: str = coefficient_unit_field()
     mode: str = field(default="add", metadata={"help": "add or ablate"})
     positions: str = field(default="all", metadata={"help": "all, prompt or generated"})
     data: list[str] = field(
@@ -156,12 +160,14 @@ def main(argv) -> int:
             coefficient=args.coefficient,
             mode=args.mode,
             positions=args.positions,
+            coefficient_unit=args.coefficient_unit,
         )
         described.update(
             vectors=args.vectors,
             layers=evaluated.layers,
             mode=args.mode,
             coefficient=args.coefficient if args.mode == "add" else None,
+            coefficient_unit=args.coefficient_unit if args.mode == "add" else None,
         )
     out = Path(args.output)
     report = Report(

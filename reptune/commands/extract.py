@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..models import DEFAULT_MODEL
 from . import parse
 
 HELP = "extract steering vectors (and layer diagnostics) from contrastive pairs"
@@ -19,7 +20,7 @@ class ExtractArguments:
     )
     output: str = field(metadata={"help": "folder for the vectors, diagnostics and plots"})
     model: str = field(
-        default="embedded:smollm2-135m",
+        default=DEFAULT_MODEL,
         metadata={"help": "model spec: Hub id, local folder, .gguf file or embedded:<name>"},
     )
     dtype: str = field(default="float32", metadata={"help": "float32, bfloat16, float16 or auto"})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import parse
+from ..models import DEFAULT_MODEL
+from . import coefficient_unit_field, parse
 
 HELP = "generate text with a steering vector at one or more coefficients"
 
@@ -16,7 +17,7 @@ class SteerArguments:
     vectors: str = field(metadata={"help": "folder written by `reptune extract`"})
     prompt: list[str] = field(metadata={"help": "one or more user prompts"})
     model: str = field(
-        default="embedded:smollm2-135m",
+        default=DEFAULT_MODEL,
         metadata={"help": "model spec: Hub id, local folder, .gguf file or embedded:<name>"},
     )
     dtype: str = field(default="float32", metadata={"help": "float32, bfloat16, float16 or auto"})
@@ -24,8 +25,9 @@ class SteerArguments:
         default=None, metadata={"help": "layers to steer (default: all layers in the vectors)"}
     )
     coefficients: list[float] = field(
-        default_factory=lambda: [0.0, 4.0], metadata={"help": "coefficients to compare"}
+        default_factory=lambda: [0.0, 0.1], metadata={"help": "coefficients to compare"}
     )
+    coefficient_unit: str = coefficient_unit_field()
     mode: str = field(default="add", metadata={"help": "add or ablate"})
     positions: str = field(default="all", metadata={"help": "all, prompt or generated"})
     max_new_tokens: int = field(default=40, metadata={"help": "tokens to generate"})
@@ -44,7 +46,12 @@ def main(argv) -> int:
     model, tok = load_model(args.model, dtype=args.dtype)
     vecs = SteeringVectors.load(args.vectors, model=model)
     steered = SteeredModel(
-        model, vecs, layers=args.layers, mode=args.mode, positions=args.positions
+        model,
+        vecs,
+        layers=args.layers,
+        mode=args.mode,
+        positions=args.positions,
+        coefficient_unit=args.coefficient_unit,
     )
     texts = [format_chat(tok, p) for p in args.prompt]
     rows = [(t, c) for t in texts for c in args.coefficients]

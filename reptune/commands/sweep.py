@@ -22,7 +22,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import parse
+from ..models import DEFAULT_MODEL
+from . import coefficient_unit_field, parse
 
 __all__ = ["HELP", "SweepArguments", "main"]
 
@@ -36,7 +37,7 @@ class SweepArguments:
     vectors: str = field(metadata={"help": "steering vectors folder (from `reptune extract`)"})
     output: str = field(metadata={"help": "folder for report.md, report.json, tables/, plots/"})
     model: str = field(
-        default="embedded:smollm2-135m",
+        default=DEFAULT_MODEL,
         metadata={"help": "model spec: Hub id, local folder, .gguf file or embedded:<name>"},
     )
     dtype: str = field(default="float32", metadata={"help": "float32, bfloat16, float16 or auto"})
@@ -56,9 +57,10 @@ class SweepArguments:
         default=None, metadata={"help": "layers to sweep (default: all layers of --vectors)"}
     )
     coefficients: list[float] = field(
-        default_factory=lambda: [-8.0, -4.0, 0.0, 4.0, 8.0],
-        metadata={"help": "steering coefficients (multiples of the stored vectors)"},
+        default_factory=lambda: [-0.2, -0.1, 0.0, 0.1, 0.2],
+        metadata={"help": "steering coefficients, in --coefficient_unit"},
     )
+    coefficient_unit: str = coefficient_unit_field()
     normalize: bool = field(default=False, metadata={"help": "unit-normalise the vectors first"})
     ablate: bool = field(default=False, metadata={"help": "add the ablation condition"})
     scorer: str = field(default="letter", metadata={"help": "letter or generate"})
@@ -166,6 +168,7 @@ def main(argv) -> int:
         scorer=args.scorer,
         conditions=args.conditions,
         positions=args.positions,
+        coefficient_unit=args.coefficient_unit,
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
     )
@@ -254,6 +257,7 @@ def _tradeoff(args, model, tok, vecs, layers, items, helpfulness, prompts, repor
             behaviour_items=None if prompts else items,
             behaviour_prompts=prompts,
             positions=args.positions,
+            coefficient_unit=args.coefficient_unit,
             batch_size=args.batch_size,
             seed=args.seed,
             p0=args.p0,

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..models import DEFAULT_MODEL
 from ..training.config import RepTuneConfig
 
 __all__ = ["HELP", "TuneArguments", "main", "load_rows"]
@@ -33,7 +34,7 @@ class TuneArguments:
     """
 
     model: str = field(
-        default="embedded:smollm2-135m",
+        default=DEFAULT_MODEL,
         metadata={"help": "Model spec: embedded:<name>, a .gguf file, a local folder or a Hub id."},
     )
     data: str | None = field(

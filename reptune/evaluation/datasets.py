@@ -22,8 +22,6 @@ often at each letter.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import random
 import re
@@ -33,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..io import read_records
 from ..pairs import CLAIM_QUESTION, format_chat
 from .parsing import CLAIM_ALIASES
 
@@ -326,44 +325,6 @@ def records_to_items(
         except KeyError as err:
             raise ValueError(f"{where} lacks the field {err} needed by schema {schema!r}") from err
     return items
-
-
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a local ``.json`` (array), ``.jsonl`` or ``.csv``/``.tsv`` file.
-
-    CSV files may start with a UTF-8 byte-order mark (TruthfulQA v1 does).
-
-    Example:
-        >>> rows = read_records("../shared/data/caa/test_refusal_ab.json")
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv"):
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
-    text = path.read_text(encoding="utf-8-sig")
-    if suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path} line {n} is not valid JSON: {err}") from err
-        return rows
-    if suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from err
-        if isinstance(data, dict) and isinstance(data.get("data"), list):
-            data = data["data"]
-        if not isinstance(data, list):
-            raise ValueError(f"{path} must hold a JSON array of row objects")
-        return data
-    raise ValueError(f"{path}: unsupported file type {suffix!r}; use .json, .jsonl, .csv or .tsv")
 
 
 def _looks_like_path(source: str) -> bool:

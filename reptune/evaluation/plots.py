@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..vectors import atomic_write
+from ..io import atomic_write
 
 __all__ = ["save_figure", "plot_rates", "plot_sweep", "plot_tradeoff"]
 
@@ -76,6 +76,21 @@ def plot_rates(
     return save_figure(fig, path)
 
 
+def coefficient_label(rows: Sequence[Mapping]) -> str:
+    """The x-axis label of a coefficient plot, naming the rows' coefficient unit.
+
+    Example:
+        >>> coefficient_label([{"coefficient_unit": "raw"}])
+        'steering coefficient (multiples of the stored vector)'
+    """
+    from ..vectors import describe_unit
+
+    units = {r.get("coefficient_unit") for r in rows} - {None}
+    if len(units) != 1:
+        return "steering coefficient"
+    return f"steering coefficient ({describe_unit(units.pop())})"
+
+
 def plot_sweep(
     rows: Sequence[Mapping],
     path: str | Path,
@@ -126,7 +141,7 @@ def plot_sweep(
                         label=f"{label} (ablated)",
                     )
         ax.set_title(condition if title is None else f"{title}: {condition}")
-        ax.set_xlabel("steering coefficient")
+        ax.set_xlabel(coefficient_label(rows))
         ax.set_ylabel(ylabel or metric)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -179,7 +194,7 @@ def plot_tradeoff(
                     color=color,
                     label=f"{fit.formula} ({params}; R²={fit.r2:.3f})",
                 )
-        ax.set_xlabel("steering coefficient")
+        ax.set_xlabel(coefficient_label(rows))
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..vectors import atomic_write
+from ..io import atomic_write, jsonable, write_json
+from ..version import __version__
 from .stats import Rate
-from .tables import columns_of, jsonable, markdown_table, write_json, write_table
+from .tables import columns_of, markdown_table, write_table
 
 __all__ = ["REPORT_MD", "REPORT_JSON", "Section", "Report"]
 
@@ -223,5 +223,5 @@ class Report:
                 write_table(t["rows"], directory / "tables" / t["name"], t["columns"])
         md = self.to_markdown(directory)
         atomic_write(directory / REPORT_MD, lambda p: Path(p).write_text(md, encoding="utf-8"))
-        write_json(self.to_dict(directory), directory / REPORT_JSON)
+        write_json(directory / REPORT_JSON, self.to_dict(directory))
         return {"markdown": directory / REPORT_MD, "json": directory / REPORT_JSON}

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ..hooks import Positions
 from ..steering import SteeredModel
-from ..vectors import SteeringVectors
+from ..vectors import DEFAULT_COEFFICIENT_UNIT, SteeringVectors
 from .ab import CONDITIONS, ABResult, ItemResult, score_items, summarize
 from .datasets import ABItem
 
@@ -114,6 +114,7 @@ def steering_sweep(
     scorer: str = "letter",
     conditions: Sequence[str] | Mapping[str, str | None] | None = None,
     positions: Positions = "all",
+    coefficient_unit: str = DEFAULT_COEFFICIENT_UNIT,
     answer_prefix: str | None = None,
     batch_size: int = 16,
     max_new_tokens: int = 30,
@@ -122,23 +123,33 @@ def steering_sweep(
 ) -> SweepResult:
     """Score ``items`` steered at each layer with each coefficient (plus ablation if asked).
 
-    ``coefficients`` are multiples of each layer's vector as stored (normalise the vectors first
-    for unit-norm steering); include 0 for the unsteered baseline. ``extra`` adds fixed columns
+    ``coefficients`` are in ``coefficient_unit`` (default: fractions of each layer's median
+    residual norm, see :class:`~reptune.steering.SteeredModel`); include 0 for the unsteered
+    baseline. Every row records the unit. ``extra`` adds fixed columns
     to every row (e.g. ``{"model": "rep-tuned"}``).
 
     Example:
-        >>> res = steering_sweep(model, tok, vecs, items, [10, 14], [-8, -4, 0, 4, 8],
+        >>> res = steering_sweep(model, tok, vecs, items, [10, 14], [-0.2, -0.1, 0, 0.1, 0.2],
         ...                      ablate=True, conditions=["honest", "dishonest"])
     """
     if not layers or not (coefficients or ablate):
         raise ValueError("a sweep needs at least one layer and one coefficient (or ablate=True)")
     conditions = resolve_conditions(conditions)
+    if coefficients:
+        vectors.check_unit(coefficient_unit, layers)
+    extra = {**(extra or {}), "coefficient_unit": coefficient_unit}
     result = SweepResult()
     n = len(items)
     bar = tqdm(total=len(layers) * (1 + ablate), desc="sweep", disable=not progress)
     for layer in layers:
         if coefficients:
-            steered = SteeredModel(model, vectors, layers=[layer], positions=positions)
+            steered = SteeredModel(
+                model,
+                vectors,
+                layers=[layer],
+                positions=positions,
+                coefficient_unit=coefficient_unit,
+            )
             systems, coefs, keys = _cells(items, conditions, coefficients)
             records = score_items(
                 steered,

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..vectors import atomic_write
+from ..io import atomic_write, jsonable, write_json
 
-__all__ = ["columns_of", "jsonable", "write_json", "write_table", "markdown_table"]
+__all__ = ["columns_of", "write_table", "markdown_table"]
 
 
 def columns_of(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -22,39 +21,6 @@ def columns_of(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         ['a', 'b']
     """
     return list(dict.fromkeys(key for row in rows for key in row))
-
-
-def jsonable(value: Any) -> Any:
-    """``value`` with NaN/inf turned into None, tuples into lists and results into dicts.
-
-    Example:
-        >>> jsonable({"x": float("nan"), "y": (1, 2)})
-        {'x': None, 'y': [1, 2]}
-    """
-    if hasattr(value, "as_dict"):
-        value = value.as_dict()
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy / torch scalars
-        return jsonable(value.item())
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def write_json(data: Any, path: str | Path) -> Path:
-    """Write ``jsonable(data)`` to ``path`` atomically (strict JSON: no NaN).
-
-    Example:
-        >>> write_json({"rate": 0.81}, "out/result.json")
-    """
-    text = json.dumps(jsonable(data), indent=2, allow_nan=False)
-    atomic_write(path, lambda p: Path(p).write_text(text + "\n", encoding="utf-8"))
-    return Path(path)
 
 
 def write_table(
@@ -77,7 +43,7 @@ def write_table(
                 writer.writerow({k: "" if v is None else v for k, v in jsonable(row).items()})
 
     atomic_write(csv_path, write_csv)
-    write_json([{k: row.get(k) for k in columns} for row in rows], json_path)
+    write_json(json_path, [{k: row.get(k) for k in columns} for row in rows])
     return csv_path, json_path
 
 

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..hooks import Positions
 from ..steering import SteeredModel
-from ..vectors import SteeringVectors
+from ..vectors import DEFAULT_COEFFICIENT_UNIT, SteeringVectors
 from .ab import generate_texts, score_items, score_letters
 from .datasets import ABItem, item_prompt
 
@@ -291,6 +291,7 @@ def tradeoff_study(
     behaviour_scorer: Callable[[str], float] = keyword_refusal_score,
     system: str | None = None,
     positions: Positions = "all",
+    coefficient_unit: str = DEFAULT_COEFFICIENT_UNIT,
     max_new_tokens: int = 32,
     do_sample: bool = True,
     seed: int = 0,
@@ -316,7 +317,9 @@ def tradeoff_study(
     if not helpfulness_items:
         raise ValueError("helpfulness_items is empty")
     coefficients = [float(c) for c in coefficients]
-    steered = SteeredModel(model, vectors, layers=[layer], positions=positions)
+    steered = SteeredModel(
+        model, vectors, layers=[layer], positions=positions, coefficient_unit=coefficient_unit
+    )
     k = len(coefficients)
     bar = tqdm(total=2, desc=f"trade-off layer {layer}", disable=not progress)
 
@@ -385,6 +388,7 @@ def tradeoff_study(
             {
                 "layer": layer,
                 "coefficient": c,
+                "coefficient_unit": coefficient_unit,
                 "behaviour": b_mean,
                 "behaviour_se": b_se,
                 "behaviour_n": len(b),

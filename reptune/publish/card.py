@@ -17,7 +17,7 @@ from typing import Any
 import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..vectors import atomic_write
+from ..io import atomic_write
 from .card_context import card_context, format_number, hub_id, setting_text
 from .run import CARD_FILE, load_run
 

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..vectors import SteeringVectors, atomic_write
+from ..io import atomic_write
+from ..vectors import SteeringVectors
 
 __all__ = ["ARCH", "LLAMA_CPP_ARCH", "export_control_vector", "load_control_vector"]
 

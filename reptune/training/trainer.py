@@ -40,8 +40,10 @@ from transformers import Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..hooks import Recorder, StopForward, intervene
+from ..io import atomic_write
 from ..layers import check_layers, find_layers, num_layers, unwrap_model
-from ..vectors import SteeringVectors, atomic_write
+from ..vectors import SteeringVectors
+from ..version import __version__
 from .collator import (
     COLLATOR_COLUMNS,
     RepTuneCollator,
@@ -637,8 +639,6 @@ class RepTuneLossMixin:
             settings = {name: getattr(cfg, name) for name in REP_FIELDS}
         if settings.get("vectors") is not None and not isinstance(settings["vectors"], str):
             settings["vectors"] = str(settings["vectors"])
-        from .. import __version__
-
         settings.update(
             resolved_rep_layers=self.rep_layers,
             resolved_retain_layers=self.retain_layers,

@@ -1,0 +1,263 @@
+"""Files and folders written so that a crash never leaves half a result; JSON, JSONL and CSV
+reading with clear errors; the ``reptune:`` resolver for data shipped with the package.
+
+Every writer in reptune goes through :func:`atomic_write` (one file) or :func:`atomic_folder`
+(a folder whose files must agree with each other, such as vectors + metadata or an adapter +
+its reptune settings). A folder is built next to its target and swapped in with two renames; the
+old folder is kept under a hidden name until the new one is in place, and :func:`recover_folder`
+(called by every loader and by the next write) puts it back if a crash fell between the renames.
+
+Example:
+    >>> with atomic_folder("runs/v") as tmp:
+    ...     (tmp / "a.json").write_text("{}")
+    >>> write_json("runs/v/b.json", {"rate": 0.5})
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DATA_PREFIX",
+    "atomic_write",
+    "atomic_folder",
+    "recover_folder",
+    "jsonable",
+    "write_json",
+    "read_json",
+    "write_jsonl",
+    "read_jsonl",
+    "read_records",
+    "data_path",
+    "resolve_data",
+]
+
+#: ``reptune:<file>`` names a data file shipped in ``reptune/data``.
+DATA_PREFIX = "reptune:"
+
+
+def _file_mode() -> int:
+    # mkstemp creates files private (0600); give them the permissions a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
+    """Call ``write(tmp_path)`` and move the result onto ``path`` only once it is complete.
+
+    A crash half-way leaves the previous file untouched.
+
+    Example:
+        >>> atomic_write("out/a.txt", lambda p: Path(p).write_text("hello"))
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _previous(path: Path) -> Path:
+    return path.parent / f".{path.name}.previous"
+
+
+def recover_folder(path: str | Path) -> Path:
+    """Finish or undo a folder swap that a crash interrupted; return ``path``.
+
+    If ``path`` is missing but its previous version is still parked, the previous version comes
+    back. If both exist, the swap had finished: entries of the previous version that the new one
+    lacks are carried over (as :func:`atomic_folder` does) and the parked copy is removed.
+
+    Example:
+        >>> vectors_dir = recover_folder("runs/honesty/vectors")
+    """
+    path = Path(path)
+    previous = _previous(path)
+    if not previous.is_dir():
+        return path
+    if not path.exists():
+        os.replace(previous, path)
+        return path
+    for entry in previous.iterdir():
+        if not (path / entry.name).exists():
+            os.replace(entry, path / entry.name)
+    shutil.rmtree(previous, ignore_errors=True)
+    return path
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Build a folder in a temporary sibling and swap it onto ``path`` when the block succeeds.
+
+    Files the block writes replace the old ones; every other entry of the old folder (a model
+    card, checkpoints) is kept. An error inside the block leaves the old folder as it was.
+
+    Example:
+        >>> with atomic_folder("runs/honesty/vectors") as tmp:
+        ...     save_file(tensors, tmp / "steering_vectors.safetensors")
+        ...     (tmp / "steering_vectors.json").write_text(meta)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    recover_folder(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path} exists and is not a folder")
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            os.replace(path, _previous(path))
+        os.replace(tmp, path)
+        recover_folder(path)  # carries the old folder's other entries over, then drops it
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with NaN/inf turned into None, tuples into lists and results into dicts.
+
+    Example:
+        >>> jsonable({"x": float("nan"), "y": (1, 2)})
+        {'x': None, 'y': [1, 2]}
+    """
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy / torch scalars
+        return jsonable(value.item())
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path: str | Path, data: Any, *, sort_keys: bool = False) -> Path:
+    """Write ``data`` as indented, strict JSON (NaN becomes null), atomically.
+
+    Example:
+        >>> write_json("out/result.json", {"rate": 0.81})
+    """
+    text = json.dumps(jsonable(data), indent=2, allow_nan=False, sort_keys=sort_keys, default=str)
+    return atomic_write(path, lambda p: Path(p).write_text(text + "\n", encoding="utf-8"))
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """Parse a JSON file; a missing or malformed file raises an error that names it.
+
+    Example:
+        >>> settings = read_json("runs/tuned/reptune_config.json", "reptune settings")
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (expected the {what})")
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); rewrite the {what}") from err
+
+
+def write_jsonl(path: str | Path, rows) -> Path:
+    """Write one JSON object per line, atomically.
+
+    Example:
+        >>> write_jsonl("runs/rows.jsonl", [{"prompt": "Hi", "completion": "Hello!"}])
+    """
+    text = "".join(json.dumps(jsonable(row), ensure_ascii=False) + "\n" for row in rows)
+    return atomic_write(path, lambda p: Path(p).write_text(text, encoding="utf-8"))
+
+
+def read_jsonl(path: str | Path) -> list[Any]:
+    """Rows of a JSONL file (blank lines skipped); a bad line raises with its number.
+
+    Example:
+        >>> rows = read_jsonl("runs/rows.jsonl")
+    """
+    path = Path(str(path))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path} line {n} is not valid JSON: {err}") from err
+    return rows
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a local ``.json`` (array), ``.jsonl`` or ``.csv``/``.tsv`` file.
+
+    CSV files may start with a UTF-8 byte-order mark (TruthfulQA v1 does).
+
+    Example:
+        >>> rows = read_records("../shared/data/caa/test_refusal_ab.json")
+    """
+    path = Path(str(path))
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
+    if suffix == ".jsonl":
+        return read_jsonl(path)
+    if suffix == ".json":
+        data = read_json(path, "records")
+        if isinstance(data, dict) and isinstance(data.get("data"), list):
+            data = data["data"]
+        if not isinstance(data, list):
+            raise ValueError(f"{path} must hold a JSON array of row objects")
+        return data
+    raise ValueError(f"{path}: unsupported file type {suffix!r}; use .json, .jsonl, .csv or .tsv")
+
+
+def data_path(name: str) -> Path:
+    """Path of a data file shipped in ``reptune/data``.
+
+    Example:
+        >>> data_path("sentiment_pairs.jsonl").name
+        'sentiment_pairs.jsonl'
+    """
+    path = Path(str(resources.files("reptune").joinpath("data", name)))
+    if not path.is_file():
+        shipped = sorted(p.name for p in path.parent.iterdir() if not p.name.startswith("_"))
+        raise FileNotFoundError(f"reptune ships no data file {name!r}; shipped: {shipped}")
+    return path
+
+
+def resolve_data(spec: str | None) -> str | None:
+    """``reptune:<file>`` names a data file shipped with reptune; anything else is a path.
+
+    Example:
+        >>> Path(resolve_data("reptune:honesty_claims.jsonl")).name
+        'honesty_claims.jsonl'
+    """
+    if spec is None or not str(spec).startswith(DATA_PREFIX):
+        return spec
+    return str(data_path(str(spec)[len(DATA_PREFIX) :]))
