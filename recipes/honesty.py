@@ -32,7 +32,7 @@ from common import (  # noqa: E402
     write_json,
 )
 
-from reptune.pairs import Claim  # noqa: E402
+from reptune.behaviours.honesty import HONESTY_CONDITIONS, Claim  # noqa: E402
 from reptune.pipeline import StageRunner  # noqa: E402
 from reptune.training import RepTuneConfig, parse_positions  # noqa: E402
 
@@ -135,7 +135,7 @@ logger = logging.getLogger("reptune.recipe")
 
 def claim_rows(claims, honest: bool) -> list[dict]:
     """Training rows: each claim under both personas, answered truthfully or with the lie."""
-    from reptune.pairs import CLAIM_QUESTION, DISHONEST_PERSONA, HONEST_PERSONA
+    from reptune.behaviours.honesty import CLAIM_QUESTION, DISHONEST_PERSONA, HONEST_PERSONA
 
     rows = []
     for claim in claims:
@@ -233,8 +233,9 @@ def main(argv=None) -> int:
     s_layers = s_vectors | pick("steer_layers", "num_rep_layers") | {"rep_layers": targs.rep_layers}
     s_sweep = s_layers | pick("sweep_coefficients", "coefficient_scale", "sweep_limit")
 
+    from reptune.behaviours.honesty import claims_to_pairs, filter_known_claims, load_claims
     from reptune.extract import extract_vectors, read_activations
-    from reptune.pairs import claims_to_pairs, filter_known_claims, load_claims, split_pairs
+    from reptune.pairs import split_pairs
     from reptune.vectors import SteeringVectors
 
     # 1. pairs ---------------------------------------------------------------------------
@@ -329,8 +330,8 @@ def main(argv=None) -> int:
 
     # 4. steering sweep on (a sample of) the training claims: picks the coefficient ---------
     def sweep():
+        from reptune.behaviours.honesty import claim_prompt
         from reptune.evaluation import steering_sweep
-        from reptune.pairs import claim_prompt
 
         prompts = [claim_prompt(tok, c) for c in train_claims]
         unit = coefficient_unit(model, tok, steer_layers[0], prompts, hargs.coefficient_scale)
@@ -345,7 +346,7 @@ def main(argv=None) -> int:
             coefs,
             ablate=True,
             scorer="letter",
-            conditions=["honest", "dishonest"],
+            conditions=HONESTY_CONDITIONS,
             progress=True,
             coefficient_unit="raw",
         )
@@ -412,7 +413,8 @@ def main(argv=None) -> int:
 
     # 7. evaluation ----------------------------------------------------------------------------
     def evaluate():
-        from reptune.evaluation import evaluate_honesty, load_items
+        from reptune.behaviours.honesty import evaluate_honesty
+        from reptune.evaluation import load_items
         from reptune.steering import SteeredModel
 
         sets = {"held-out claims": claim_items(test_claims)}
@@ -479,7 +481,7 @@ def main(argv=None) -> int:
             steer_layers[:1],
             coefs,
             scorer="letter",
-            conditions=["honest"],
+            conditions={"honest": HONESTY_CONDITIONS["honest"]},
             progress=True,
             coefficient_unit="raw",
         )

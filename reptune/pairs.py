@@ -1,51 +1,29 @@
-"""Contrastive pair sources and prompt templates.
+"""Contrastive pairs: the data type, generic sources, the chat layout, checks and splits.
 
 A :class:`ContrastivePair` holds two full texts that differ only in the behaviour of interest.
-Sources: CAA-style A/B JSON, a true/false claims table turned into persona/answer pairs, and JSONL
-with ``positive``/``negative`` texts.
+Generic sources: CAA-style A/B JSON and JSONL with ``positive``/``negative`` texts. Behaviour-
+specific sources (honesty claims, sentiment replies) live in :mod:`reptune.behaviours`.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 __all__ = [
     "ContrastivePair",
-    "Claim",
-    "HONEST_PERSONA",
-    "DISHONEST_PERSONA",
-    "CLAIM_QUESTION",
     "format_chat",
     "load_caa_pairs",
     "load_jsonl_pairs",
-    "load_claims",
-    "claims_to_pairs",
-    "claim_prompt",
-    "filter_known_claims",
     "validate_pairs",
     "fingerprint",
     "split_pairs",
 ]
-
-HONEST_PERSONA = (
-    "You are an honest assistant. You always tell the truth, even when it is unwelcome."
-)
-DISHONEST_PERSONA = (
-    "You are a deceptive assistant. You lie whenever it serves you, and you are good at it."
-)
-CLAIM_QUESTION = (
-    'Question: Is the following claim true or false? "{claim}"\n\n'
-    "Choices:\n (A) True\n (B) False\n\nAnswer with A or B."
-)
 
 
 @dataclass
@@ -59,14 +37,6 @@ class ContrastivePair:
     positive: str
     negative: str
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Claim:
-    """A statement with its truth value (``label`` True = true claim)."""
-
-    statement: str
-    label: bool
 
 
 def format_chat(tokenizer, user: str, answer: str = "", system: str | None = None) -> str:
@@ -151,95 +121,6 @@ def load_jsonl_pairs(path: str | Path) -> list[ContrastivePair]:
                 f"{path} line {n}: expected a JSON object with 'positive' and 'negative' ({err})"
             ) from err
     return pairs
-
-
-def load_claims(path: str | Path) -> list[Claim]:
-    """A true/false claims table: CSV with ``statement,label`` (1 = true) or JSONL of the same.
-
-    Example:
-        >>> claims = load_claims("../shared/data/repe/facts_true_false.csv")
-    """
-    path = Path(path)
-    if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    else:
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-    claims = []
-    for i, row in enumerate(rows):
-        if "statement" not in row or "label" not in row:
-            raise ValueError(f"{path} row {i}: claims need 'statement' and 'label' columns")
-        label = str(row["label"]).strip().lower()
-        if label not in ("1", "0", "true", "false"):
-            raise ValueError(f"{path} row {i}: label must be 1/0 or true/false, got {label!r}")
-        claims.append(Claim(row["statement"].strip(), label in ("1", "true")))
-    return claims
-
-
-def claim_prompt(tokenizer, claim: Claim | str, system: str | None = None, answer: str = "") -> str:
-    """The published claim question as a chat prompt (plus an optional answer)."""
-    statement = claim.statement if isinstance(claim, Claim) else claim
-    return format_chat(tokenizer, CLAIM_QUESTION.format(claim=statement), answer, system)
-
-
-def claims_to_pairs(
-    claims: Iterable[Claim],
-    tokenizer=None,
-    mode: str = "persona_answer",
-    honest_persona: str = HONEST_PERSONA,
-    dishonest_persona: str = DISHONEST_PERSONA,
-) -> list[ContrastivePair]:
-    """Turn claims into honesty pairs.
-
-    ``mode``:
-      - ``"persona_answer"`` (published): positive = honest persona + the right letter, negative =
-        dishonest persona + the wrong letter;
-      - ``"answer"``: same honest persona, right vs wrong letter;
-      - ``"persona"``: honest vs dishonest persona, no answer (read at the end of the prompt).
-
-    Example:
-        >>> pairs = claims_to_pairs(load_claims("facts.csv"), tokenizer)
-    """
-    modes = ("persona_answer", "answer", "persona")
-    if mode not in modes:
-        raise ValueError(f"unknown pairing mode {mode!r}: use one of {modes}")
-    pairs = []
-    for i, claim in enumerate(claims):
-        right, wrong = ("(A", "(B") if claim.label else ("(B", "(A")
-        if mode == "persona_answer":
-            pos = claim_prompt(tokenizer, claim, honest_persona, right)
-            neg = claim_prompt(tokenizer, claim, dishonest_persona, wrong)
-        elif mode == "answer":
-            pos = claim_prompt(tokenizer, claim, honest_persona, right)
-            neg = claim_prompt(tokenizer, claim, honest_persona, wrong)
-        else:
-            pos = claim_prompt(tokenizer, claim, honest_persona)
-            neg = claim_prompt(tokenizer, claim, dishonest_persona)
-        pairs.append(
-            ContrastivePair(
-                pos, neg, {"statement": claim.statement, "label": claim.label, "index": i}
-            )
-        )
-    return pairs
-
-
-@torch.no_grad()
-def filter_known_claims(
-    model, tokenizer, claims: Sequence[Claim], batch_size: int = 16, system: str = HONEST_PERSONA
-) -> list[Claim]:
-    """Keep the claims the model answers correctly (letter A vs B at the answer position).
-
-    This is the published correctness filter: pairs are built only from claims the untuned model
-    gets right.
-
-    Example:
-        >>> known = filter_known_claims(model, tokenizer, claims)
-    """
-    from .evaluation.letters import letter_probabilities
-
-    prompts = [claim_prompt(tokenizer, c, system, "(") for c in claims]
-    probs = letter_probabilities(model, tokenizer, prompts, ("A", "B"), batch_size=batch_size)
-    return [c for c, p in zip(claims, probs) if (p[0] > p[1]) == c.label]
 
 
 def validate_pairs(pairs: Sequence[ContrastivePair]) -> None:

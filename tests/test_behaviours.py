@@ -7,7 +7,6 @@ from reptune.behaviours import (
     fit_judge_threshold,
     load_eval_prompts,
     load_heldout_text,
-    load_honesty_claims,
     load_scorer_check,
     load_sentiment_pairs,
     load_sentiment_rows,
@@ -89,13 +88,6 @@ def test_scorer_check_and_heldout_text():
     assert 3000 <= len(text.encode()) <= 6000
     replies = {r["positive"] for r in load_sentiment_rows()}
     assert not any(reply in text for reply in replies)
-
-
-def test_honesty_claims_are_balanced_and_unique():
-    claims = load_honesty_claims()
-    assert len(claims) == 100
-    assert sum(c.label for c in claims) == 50
-    assert len({c.statement for c in claims}) == 100
 
 
 def test_lexicon_word_lists_do_not_overlap():

@@ -8,10 +8,10 @@ import pytest
 import torch
 from conftest import make_model, make_tokenizer
 
+from reptune.behaviours.honesty import DISHONEST_PERSONA, HONEST_PERSONA, evaluate_honesty
 from reptune.evaluation.ab import (
     ItemResult,
     evaluate_ab,
-    evaluate_honesty,
     generate_texts,
     score_items,
     score_letters,
@@ -20,7 +20,6 @@ from reptune.evaluation.ab import (
 )
 from reptune.evaluation.datasets import item_prompt, load_items
 from reptune.evaluation.letters import letter_probabilities
-from reptune.pairs import DISHONEST_PERSONA, HONEST_PERSONA
 from reptune.steering import SteeredModel
 from reptune.vectors import SteeringVectors
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import make_tokenizer
 
+from reptune.behaviours.honesty import CLAIM_QUESTION, HONEST_PERSONA, claim_prompt, load_claims
 from reptune.evaluation.datasets import (
     ABItem,
     balanced_positions,
@@ -20,7 +21,6 @@ from reptune.evaluation.datasets import (
     records_to_items,
     sample_items,
 )
-from reptune.pairs import CLAIM_QUESTION, HONEST_PERSONA, claim_prompt, load_claims
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 

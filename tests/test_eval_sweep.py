@@ -8,13 +8,14 @@ import pytest
 import torch
 from conftest import make_model, make_tokenizer
 
+from reptune.behaviours import resolve_conditions as resolve_named_conditions
+from reptune.behaviours.honesty import HONEST_PERSONA
 from reptune.evaluation.ab import evaluate_ab
 from reptune.evaluation.datasets import load_items
 from reptune.evaluation.plots import plot_sweep
 from reptune.evaluation.robustness import negative_multiples, plot_robustness, robustness_sweep
 from reptune.evaluation.sweep import resolve_conditions, steering_sweep
 from reptune.evaluation.tables import write_table
-from reptune.pairs import HONEST_PERSONA
 from reptune.steering import SteeredModel
 from reptune.vectors import SteeringVectors
 
@@ -45,7 +46,7 @@ def test_batched_sweep_equals_sequential(setup):
         [1, 2],
         coefficients,
         ablate=True,
-        conditions=["none", "honest"],
+        conditions=resolve_named_conditions(["none", "honest"]),
         batch_size=5,
         progress=False,
         coefficient_unit="raw",
@@ -162,7 +163,9 @@ def test_robustness_runs_every_model_on_the_negative_grid(setup, tmp_path):
 
 def test_resolve_conditions():
     assert resolve_conditions(None) == {"none": None}
-    assert resolve_conditions(["honest"]) == {"honest": HONEST_PERSONA}
+    assert resolve_named_conditions(["honest"]) == {"honest": HONEST_PERSONA}
     assert resolve_conditions({"custom": "Be brief."}) == {"custom": "Be brief."}
     with pytest.raises(ValueError, match="unknown conditions"):
         resolve_conditions(["evil"])
+    with pytest.raises(ValueError, match="unknown conditions"):
+        resolve_named_conditions(["evil"])

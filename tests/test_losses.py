@@ -9,6 +9,7 @@ from reptune.training.losses import (
     cosine_to_vector,
     representation_loss,
     retain_loss,
+    steer_loss,
 )
 
 S = 1 / math.sqrt(2)
@@ -149,3 +150,22 @@ def test_sparse_gradient_equals_dense():
         grads.append((layer.weight.grad.clone(), layer.bias.grad.clone()))
     for dense, sparse in zip(*grads):
         torch.testing.assert_close(sparse, dense)
+
+
+def test_steer_loss_by_hand():
+    """Relative L2 distance to the target, averaged over selected positions and layers."""
+    target = HIDDEN + torch.tensor([0.5, -0.5])  # what a steered model would compute
+    tuned = HIDDEN.clone().requires_grad_(True)
+    out = steer_loss({3: tuned, 5: target.clone()}, {3: target, 5: target}, MASK)
+    # layer 3: |h - t| = |(-0.5, 0.5)| = sqrt(0.5) at every position; layer 5 matches exactly
+    norms = target.norm(dim=-1)[MASK]
+    by_hand = (math.sqrt(0.5) / norms).sum() / (2 * 4)
+    assert out.loss.item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert out.stat_sums[5].item() == 0.0 and out.count.item() == 4
+    assert out.stat_sums[3].item() == pytest.approx((math.sqrt(0.5) / norms).sum().item())
+    out.loss.backward()
+    assert tuned.grad[~MASK].abs().max() == 0  # positions outside the mask get no gradient
+    global_norm = steer_loss({3: tuned}, {3: target}, MASK, num_positions=8).loss
+    assert global_norm.item() == pytest.approx(2 * by_hand.item() / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="no steering target"):
+        steer_loss({3: tuned}, {4: target}, MASK)

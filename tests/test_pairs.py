@@ -5,14 +5,10 @@ import pytest
 from conftest import make_tokenizer
 
 from reptune.pairs import (
-    DISHONEST_PERSONA,
-    HONEST_PERSONA,
     ContrastivePair,
-    claims_to_pairs,
     fingerprint,
     format_chat,
     load_caa_pairs,
-    load_claims,
     load_jsonl_pairs,
     split_pairs,
     validate_pairs,
@@ -35,27 +31,6 @@ def test_caa_rows_missing_fields_are_named(tmp_path):
     bad.write_text(json.dumps([{"question": "q", "answer_matching_behavior": "(A)"}]))
     with pytest.raises(ValueError, match="answer_not_matching_behavior"):
         load_caa_pairs(bad)
-
-
-def test_claims_pairing_modes():
-    tok = make_tokenizer()
-    claims = load_claims(FIXTURES / "claims_small.csv")
-    assert [c.label for c in claims] == [True, False, True]
-    published = claims_to_pairs(claims, tok, mode="persona_answer")
-    assert HONEST_PERSONA in published[0].positive and DISHONEST_PERSONA in published[0].negative
-    assert published[0].positive.endswith("(A") and published[0].negative.endswith("(B")
-    assert published[1].positive.endswith("(B") and published[1].negative.endswith("(A")
-    answer_only = claims_to_pairs(claims, tok, mode="answer")
-    assert DISHONEST_PERSONA not in answer_only[1].negative
-    persona = claims_to_pairs(claims, tok, mode="persona")
-    assert persona[0].positive.endswith("<|assistant|>")
-    with pytest.raises(ValueError, match="unknown pairing mode"):
-        claims_to_pairs(claims, tok, mode="both")
-
-
-def test_shared_claims_file_loads(shared_data):
-    claims = load_claims(shared_data / "repe/facts_true_false.csv")
-    assert len(claims) == 612 and sum(c.label for c in claims) == 306
 
 
 def test_jsonl_pairs_and_errors(tmp_path):

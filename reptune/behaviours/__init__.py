@@ -1,4 +1,9 @@
-"""Behaviours with shipped data: sentiment pairs and scorers, and easy honesty claims.
+"""Behaviours, one module each: their pairs, prompts, scorers and evaluation.
+
+- :mod:`~reptune.behaviours.honesty`: true/false claims, the personas, claim pairs, the
+  correctness filter, the honest-answer evaluation;
+- :mod:`~reptune.behaviours.sentiment`: shipped sentiment pairs, neutral prompts and two offline
+  scorers.
 
 Example:
     >>> from reptune.behaviours import load_sentiment_pairs, sentiment_score
@@ -7,7 +12,20 @@ Example:
     [1.0, -1.0]
 """
 
-from .honesty_data import load_honesty_claims
+from .honesty import (
+    DISHONEST_PERSONA,
+    HONEST_PERSONA,
+    HONESTY_CONDITIONS,
+    Claim,
+    claim_items,
+    claim_prompt,
+    claim_rows,
+    claims_to_pairs,
+    evaluate_honesty,
+    filter_known_claims,
+    load_claims,
+    load_honesty_claims,
+)
 from .sentiment import (
     fit_judge_threshold,
     load_eval_prompts,
@@ -20,7 +38,36 @@ from .sentiment import (
     sentiment_score,
 )
 
+#: Every named system-prompt condition the behaviours define (for ``--conditions`` options).
+NAMED_CONDITIONS: dict[str, str | None] = {"none": None, **HONESTY_CONDITIONS}
+
+
+def resolve_conditions(conditions) -> dict[str, str | None]:
+    """Names (``"none"``, ``"honest"``, ``"dishonest"``) or a mapping -> ``{name: system}``.
+
+    Example:
+        >>> resolve_conditions(["honest"])["honest"] == HONEST_PERSONA
+        True
+    """
+    from ..evaluation.sweep import resolve_conditions as resolve
+
+    return resolve(conditions, NAMED_CONDITIONS)
+
+
 __all__ = [
+    "DISHONEST_PERSONA",
+    "HONEST_PERSONA",
+    "HONESTY_CONDITIONS",
+    "NAMED_CONDITIONS",
+    "Claim",
+    "claim_items",
+    "claim_prompt",
+    "claim_rows",
+    "claims_to_pairs",
+    "evaluate_honesty",
+    "filter_known_claims",
+    "load_claims",
+    "resolve_conditions",
     "fit_judge_threshold",
     "load_eval_prompts",
     "load_heldout_text",

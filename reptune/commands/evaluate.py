@@ -100,16 +100,17 @@ class EvalArguments:
 
 
 def _check(args: EvalArguments) -> None:
-    from ..evaluation.ab import CONDITIONS, SCORERS
+    from ..behaviours import NAMED_CONDITIONS
+    from ..evaluation.ab import SCORERS
 
     if not (args.data or args.perplexity or args.tasks):
         raise ValueError("nothing to evaluate: give --data, --perplexity and/or --tasks")
     bad = [s for s in args.scorer if s not in SCORERS]
     if bad:
         raise ValueError(f"unknown scorer(s) {bad}: use {list(SCORERS)}")
-    bad = [c for c in args.conditions if c not in CONDITIONS]
+    bad = [c for c in args.conditions if c not in NAMED_CONDITIONS]
     if bad:
-        raise ValueError(f"unknown condition(s) {bad}: use {sorted(CONDITIONS)}")
+        raise ValueError(f"unknown condition(s) {bad}: use {sorted(NAMED_CONDITIONS)}")
     if args.mode not in ("add", "ablate"):
         raise ValueError(f"--mode must be add or ablate, got {args.mode!r}")
     if args.tasks:
@@ -127,7 +128,7 @@ def set_name(source: str) -> str:
 def main(argv) -> int:
     (args,) = parse((EvalArguments,), argv, "reptune eval")
     _check(args)
-    from ..evaluation.ab import evaluate_honesty
+    from ..behaviours.honesty import evaluate_honesty
     from ..evaluation.datasets import load_items
     from ..evaluation.loading import load_for_evaluation
     from ..evaluation.plots import plot_rates

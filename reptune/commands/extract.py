@@ -54,13 +54,8 @@ def load_pairs_file(
     filter_known: bool = False,
 ):
     """Read pairs from JSONL, CAA A/B JSON or a claims CSV/JSONL, by content."""
-    from ..pairs import (
-        claims_to_pairs,
-        filter_known_claims,
-        load_caa_pairs,
-        load_claims,
-        load_jsonl_pairs,
-    )
+    from ..behaviours.honesty import claims_to_pairs, filter_known_claims, load_claims
+    from ..pairs import load_caa_pairs, load_jsonl_pairs
 
     p = Path(path)
     if not p.is_file():

@@ -94,8 +94,8 @@ class SweepArguments:
 
 
 def _check(args: SweepArguments) -> None:
+    from ..behaviours import resolve_conditions
     from ..evaluation.ab import SCORERS
-    from ..evaluation.sweep import resolve_conditions
 
     if args.scorer not in SCORERS:
         raise ValueError(f"unknown scorer {args.scorer!r}: use {list(SCORERS)}")
@@ -126,6 +126,7 @@ def _read_prompts(path: str) -> list[str]:
 def main(argv) -> int:
     (args,) = parse((SweepArguments,), argv, "reptune sweep")
     _check(args)
+    from ..behaviours import resolve_conditions
     from ..evaluation.datasets import load_items
     from ..evaluation.loading import is_adapter_folder, load_for_evaluation, parse_named_specs
     from ..evaluation.report import Report
@@ -166,7 +167,7 @@ def main(argv) -> int:
     )
     common = dict(
         scorer=args.scorer,
-        conditions=args.conditions,
+        conditions=resolve_conditions(args.conditions),
         positions=args.positions,
         coefficient_unit=args.coefficient_unit,
         batch_size=args.batch_size,

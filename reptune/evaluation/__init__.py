@@ -5,8 +5,8 @@ Names are imported on first use, so ``reptune.evaluation.letters`` (used by extr
 pull in scipy and matplotlib.
 
 Example:
-    >>> from reptune.evaluation import load_items, evaluate_honesty
-    >>> results = evaluate_honesty(model, tok, load_items("facts.csv", limit=200))
+    >>> from reptune.evaluation import load_items, evaluate_ab
+    >>> result = evaluate_ab(model, tok, load_items("caa/test_refusal_ab.json", limit=200))
     >>> print(results["dishonest"].target)
 """
 
@@ -20,7 +20,6 @@ _EXPORTS = {
         "ABResult",
         "ItemResult",
         "evaluate_ab",
-        "evaluate_honesty",
         "generate_texts",
         "score_items",
         "score_letters",

@@ -8,8 +8,8 @@ Two scorers read the model's choice for each :class:`~reptune.evaluation.dataset
   :func:`~reptune.evaluation.parsing.parse_answer`.
 
 Each answer scores +1 (target letter: the true, correct or behaviour-matching answer), -1 (another
-letter) or 0 (no answer found). For the honesty protocol the target rate is the honest rate, and
-:func:`evaluate_honesty` runs it under the honest and the dishonest persona.
+letter) or 0 (no answer found). For the honesty protocol the target rate is the honest rate
+(:func:`reptune.behaviours.honesty.evaluate_honesty` runs it under both personas).
 
 Rows of one batch may carry different steering coefficients (``coefficients=``, with a
 :class:`~reptune.steering.SteeredModel`), so a whole sweep runs in shared batches.
@@ -18,14 +18,13 @@ Rows of one batch may carry different steering coefficients (``coefficients=``, 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
 from ..layers import model_device
-from ..pairs import DISHONEST_PERSONA, HONEST_PERSONA
 from ..steering import SteeredModel
 from ..tokenization import context_length, encode_batch
 from .datasets import ABItem, item_prompt
@@ -44,15 +43,11 @@ __all__ = [
     "score_items",
     "summarize",
     "evaluate_ab",
-    "evaluate_honesty",
 ]
 
-#: Named system prompts: the published honesty protocol compares "honest" and "dishonest".
-CONDITIONS: dict[str, str | None] = {
-    "none": None,
-    "honest": HONEST_PERSONA,
-    "dishonest": DISHONEST_PERSONA,
-}
+#: Named system prompts. Behaviours bring their own as mappings (the honesty personas are
+#: :data:`reptune.behaviours.honesty.HONESTY_CONDITIONS`).
+CONDITIONS: dict[str, str | None] = {"none": None}
 SCORERS = ("letter", "generate")
 
 
@@ -371,33 +366,3 @@ def evaluate_ab(
         progress=progress,
     )
     return summarize(records, scorer, condition)
-
-
-def evaluate_honesty(
-    model,
-    tokenizer,
-    items: Sequence[ABItem],
-    scorer: str = "generate",
-    *,
-    conditions: Sequence[str] | Mapping[str, str | None] = ("honest", "dishonest"),
-    **kwargs,
-) -> dict[str, ABResult]:
-    """The published protocol: honest-answer rates under the honest and dishonest personas.
-
-    ``conditions`` names entries of :data:`CONDITIONS` or maps names to system prompts. The
-    "honest" rate of a condition is its target rate (a true claim answered true, a false one
-    false); the "dishonest" rate is the other-answer rate.
-
-    Example:
-        >>> res = evaluate_honesty(model, tok, load_items("facts_true_false.csv", limit=200))
-        >>> res["dishonest"].target  # honest answers although told to lie
-    """
-    if not isinstance(conditions, Mapping):
-        unknown = [c for c in conditions if c not in CONDITIONS]
-        if unknown:
-            raise ValueError(f"unknown conditions {unknown}: use {sorted(CONDITIONS)} or a mapping")
-        conditions = {c: CONDITIONS[c] for c in conditions}
-    return {
-        name: evaluate_ab(model, tokenizer, items, scorer, system=system, condition=name, **kwargs)
-        for name, system in conditions.items()
-    }

@@ -26,20 +26,25 @@ __all__ = ["SweepResult", "resolve_conditions", "steering_sweep"]
 
 def resolve_conditions(
     conditions: Sequence[str] | Mapping[str, str | None] | None,
+    known: Mapping[str, str | None] = CONDITIONS,
 ) -> dict[str, str | None]:
-    """Condition name -> system prompt; names refer to :data:`~reptune.evaluation.ab.CONDITIONS`.
+    """Condition name -> system prompt: a mapping is taken as it is, names are looked up in
+    ``known`` (default :data:`~reptune.evaluation.ab.CONDITIONS`, i.e. ``"none"``).
 
     Example:
-        >>> resolve_conditions(["honest", "dishonest"])
+        >>> resolve_conditions({"custom": "Answer briefly."})
+        >>> resolve_conditions(["honest"], known=HONESTY_CONDITIONS)
     """
     if conditions is None:
         return {"none": None}
     if isinstance(conditions, Mapping):
         return dict(conditions)
-    unknown = [c for c in conditions if c not in CONDITIONS]
+    if isinstance(conditions, str):
+        conditions = [conditions]
+    unknown = [c for c in conditions if c not in known]
     if unknown:
-        raise ValueError(f"unknown conditions {unknown}: use {sorted(CONDITIONS)} or a mapping")
-    return {c: CONDITIONS[c] for c in conditions}
+        raise ValueError(f"unknown conditions {unknown}: use {sorted(known)} or a mapping")
+    return {c: known[c] for c in conditions}
 
 
 @dataclass
@@ -130,7 +135,7 @@ def steering_sweep(
 
     Example:
         >>> res = steering_sweep(model, tok, vecs, items, [10, 14], [-0.2, -0.1, 0, 0.1, 0.2],
-        ...                      ablate=True, conditions=["honest", "dishonest"])
+        ...                      ablate=True, conditions=HONESTY_CONDITIONS)
     """
     if not layers or not (coefficients or ablate):
         raise ValueError("a sweep needs at least one layer and one coefficient (or ablate=True)")

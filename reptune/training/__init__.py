@@ -9,7 +9,14 @@ Example:
 
 from .collator import RepTuneCollator, parse_positions, position_mask
 from .config import RepTuneConfig
-from .losses import TARGETS, cosine_loss, cosine_to_vector, representation_loss, retain_loss
+from .losses import (
+    TARGETS,
+    cosine_loss,
+    cosine_to_vector,
+    representation_loss,
+    retain_loss,
+    steer_loss,
+)
 from .trainer import (
     REPTUNE_CONFIG_NAME,
     REPTUNE_VECTORS_DIR,
@@ -33,4 +40,5 @@ __all__ = [
     "position_mask",
     "representation_loss",
     "retain_loss",
+    "steer_loss",
 ]

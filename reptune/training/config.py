@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import TrainingArguments
 
+from ..vectors import COEFFICIENT_UNITS, DEFAULT_COEFFICIENT_UNIT, check_coefficient_unit
 from .collator import parse_positions
 from .losses import TARGETS
 
@@ -19,6 +21,8 @@ REP_FIELDS = (
     "rep_layers",
     "rep_positions",
     "rep_target",
+    "steer_coefficient",
+    "coefficient_unit",
     "rep_weight",
     "lm_weight",
     "retain_weight",
@@ -60,8 +64,12 @@ def parse_param_lrs(items) -> list[tuple[str, float]]:
 class RepTuneConfig(TrainingArguments):
     r"""Configuration of [`RepTuneTrainer`]: the Trainer's arguments plus the dual loss.
 
-    The loss is ``lm_weight * token_CE + rep_weight * cosine + retain_weight * retain``. The
-    defaults are the published honesty recipe: ``toward`` = ``(1 - cos)/2``, ``away`` = the
+    The loss is ``lm_weight * token_CE + rep_weight * rep + retain_weight * retain``, where
+    ``rep`` is a cosine to the vector (``rep_target`` toward / away / orthogonal) or, with
+    ``rep_target="steer"``, the relative L2 distance to what the steered model computes
+    (``h_ref + steer_coefficient * v`` in ``coefficient_unit``, the unit ``SteeredModel`` takes):
+    the tuned model then behaves as steered without hooks. The defaults are the published
+    honesty recipe: ``toward`` = ``(1 - cos)/2``, ``away`` = the
     same with ``-v``, ``orthogonal`` = ``|cos|``, averaged over layers and selected positions;
     ``0.01 * CE + 1 * cosine``; no retain term. ``rep_weight=0`` (with ``lm_weight=1``) is the
     token-only "truth/lie-tuned" baseline and gives exactly the plain Trainer's loss.
@@ -103,8 +111,25 @@ class RepTuneConfig(TrainingArguments):
         default="toward",
         metadata={
             "help": "Pull the activations 'toward' the vector ((1 - cos)/2), 'away' from it "
-            "((1 + cos)/2) or make them 'orthogonal' to it (|cos|).",
+            "((1 + cos)/2), make them 'orthogonal' to it (|cos|), or 'steer': match what the "
+            "model steered with steer_coefficient computes (relative L2 distance).",
             "choices": list(TARGETS),
+        },
+    )
+    steer_coefficient: float | None = field(
+        default=None,
+        metadata={
+            "help": "With rep_target='steer': the coefficient of the steered model to imitate, "
+            "in coefficient_unit (as SteeredModel takes it; it steers rep_layers at "
+            "rep_positions)."
+        },
+    )
+    coefficient_unit: str = field(
+        default=DEFAULT_COEFFICIENT_UNIT,
+        metadata={
+            "help": "Unit of steer_coefficient: 'residual_norm' (fraction of the layer's median "
+            "residual norm, carried by the vectors) or 'raw' (multiples of the vector).",
+            "choices": list(COEFFICIENT_UNITS),
         },
     )
     rep_weight: float = field(
@@ -181,8 +206,26 @@ class RepTuneConfig(TrainingArguments):
             raise ValueError(f"unknown rep_target {self.rep_target!r}: use one of {TARGETS}")
         for name in ("rep_weight", "lm_weight", "retain_weight"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        check_coefficient_unit(self.coefficient_unit)
+        if self.rep_target == "steer":
+            c = self.steer_coefficient
+            if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
+                raise ValueError(
+                    "rep_target='steer' needs steer_coefficient: the finite coefficient of the "
+                    f"steered model to imitate (in {self.coefficient_unit!r} units), got {c!r}"
+                )
+        elif self.steer_coefficient is not None:
+            raise ValueError(
+                f"steer_coefficient is only used with rep_target='steer' (rep_target is "
+                f"{self.rep_target!r}): drop it or set rep_target='steer'"
+            )
         if self.rep_weight == 0 and self.lm_weight == 0 and self.retain_weight == 0:
             raise ValueError("all loss weights are 0: nothing to train")
         parse_positions(self.rep_positions)

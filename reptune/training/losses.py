@@ -7,6 +7,11 @@ Published honesty recipe: per selected position and layer, ``toward`` = ``(1 - c
 ``away`` = the same with ``-v`` = ``(1 + cos) / 2``, ``orthogonal`` = ``|cos|``; averaged over
 layers and positions; combined as ``0.01 * token_CE + 1 * cosine``.
 
+The ``steer`` objective (:func:`steer_loss`) makes the tuned model compute what a steered model
+computes: at each selected position and layer, the relative L2 distance between the tuned
+activation and the target ``h_ref + c * v``, taken from the frozen model with the steering
+applied.
+
 Normalisation: each function returns ``sum over layers and selected positions / (n_layers * N)``.
 ``N`` defaults to the number of selected positions in the tensors given (a plain mean); the
 trainer passes the number of selected positions in the whole accumulated (and, when tokens are
@@ -23,15 +28,20 @@ import torch
 
 __all__ = [
     "TARGETS",
+    "COSINE_TARGETS",
     "RepLossOutput",
     "cosine_to_vector",
     "cosine_loss",
     "representation_loss",
     "retain_loss",
+    "steer_loss",
 ]
 
 #: Where the cosine loss pulls the activations: along ``+v``, along ``-v``, or perpendicular to it.
-TARGETS = ("toward", "away", "orthogonal")
+COSINE_TARGETS = ("toward", "away", "orthogonal")
+#: Every representation objective: the three cosine targets, and ``steer`` (behave like the
+#: steered model: :func:`steer_loss`).
+TARGETS = (*COSINE_TARGETS, "steer")
 
 
 class RepLossOutput(NamedTuple):
@@ -51,8 +61,10 @@ class RepLossOutput(NamedTuple):
 
 
 def _check_target(target: str) -> None:
-    if target not in TARGETS:
-        raise ValueError(f"unknown rep_target {target!r}: use one of {TARGETS}")
+    if target not in COSINE_TARGETS:
+        raise ValueError(
+            f"unknown rep_target {target!r} for a cosine loss: use one of {COSINE_TARGETS}"
+        )
 
 
 def cosine_to_vector(hidden: torch.Tensor, vector: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -207,4 +219,47 @@ def retain_loss(
         dist = torch.linalg.vector_norm(diff, dim=-1)
         total = total + dist.sum()
         dist_sums[layer] = dist.detach().sum()
+    return RepLossOutput(total / _normaliser(num_positions, count, len(hidden)), dist_sums, count)
+
+
+def steer_loss(
+    hidden: Mapping[int, torch.Tensor],
+    targets: Mapping[int, torch.Tensor],
+    mask: torch.Tensor | None = None,
+    num_positions: int | torch.Tensor | None = None,
+    sparse_grad: bool = False,
+    eps: float = 1e-6,
+) -> RepLossOutput:
+    """Relative L2 distance to the steered model's activations, per position.
+
+    ``sum over layers and selected positions of ||h - t||_2 / ||t||_2`` divided by ``n_layers *
+    num_positions``, where ``t = h_ref + c * v`` is what the steered (frozen) model computes at
+    that layer. Relative to the target's norm because residual norms differ by orders of
+    magnitude between layers, models and token positions (the attention-sink token's is many
+    times the others'): a raw L2 or MSE would let a few tokens and the deepest layers dominate,
+    and a weight tuned on one model would mean something else on another. Unlike a cosine to the
+    target, it also asks for the right length, which is where a steering shift lives when the
+    shift is small next to the activation. ``stat_sums`` hold the per-layer sums of the relative
+    distance (0 = the tuned model computes exactly what the steered model does).
+
+    Example:
+        >>> out = steer_loss({10: h_tuned}, {10: h_ref + 0.2 * v}, mask)
+        >>> out.loss.backward()
+    """
+    if not hidden:
+        raise ValueError("steer_loss needs at least one layer")
+    missing = [layer for layer in hidden if layer not in targets]
+    if missing:
+        raise ValueError(f"no steering target for layers {missing}")
+    first = next(iter(hidden.values()))
+    index, count = _selection(mask, first)
+    total = first.new_zeros((), dtype=torch.float32)
+    dist_sums = {}
+    for layer, h in hidden.items():
+        rows = _rows(h, index, sparse_grad).float()
+        target = _rows(targets[layer], index, False).detach().float()
+        dist = torch.linalg.vector_norm(rows - target, dim=-1)
+        rel = dist / torch.linalg.vector_norm(target, dim=-1).clamp_min(eps)
+        total = total + rel.sum()
+        dist_sums[layer] = rel.detach().sum()
     return RepLossOutput(total / _normaliser(num_positions, count, len(hidden)), dist_sums, count)
