@@ -6,7 +6,7 @@ import json
 
 import pytest
 from huggingface_hub import ModelCard
-from test_publish_run import CONFIG, REPORT, make_run
+from test_workflow_layout import CONFIG, REPORT, make_run
 
 from reptune.publish.card import (
     CARD_TAGS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from gguf import GGUFReader
 from huggingface_hub import HfApi, ModelCard
-from test_publish_run import make_run
+from test_workflow_layout import make_run
 
 from reptune.cli import main
 

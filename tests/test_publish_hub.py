@@ -9,7 +9,7 @@ import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.utils import filter_repo_objects
-from test_publish_run import CONFIG, make_run
+from test_workflow_layout import CONFIG, make_run
 
 from reptune.publish.hub import files_to_upload, push_run
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from huggingface_hub import ModelCard
-from test_publish_run import REPORT, make_run
+from test_workflow_layout import REPORT, make_run
 
 from reptune.publish.card import write_model_card
 from reptune.publish.report_view import read_report

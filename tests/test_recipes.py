@@ -14,15 +14,11 @@ import torch
 import yaml
 from conftest import make_model, make_tokenizer
 
+from reptune.training import RepTuneConfig
+from reptune.workflow import BehaviourArguments, HonestyArguments, ModelArguments, RunArguments
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
-sys.path.insert(0, str(RECIPES))
-
-from behaviour import BehaviourArguments  # noqa: E402
-from common import ModelArguments  # noqa: E402
-from honesty import HonestyArguments  # noqa: E402
-
-from reptune.training import RepTuneConfig  # noqa: E402
 
 
 def _fields(*classes) -> set[str]:
@@ -35,8 +31,10 @@ def _fields(*classes) -> set[str]:
 def test_recipe_configs_name_only_existing_options(path):
     arguments = HonestyArguments if path.parent.name == "honesty" else BehaviourArguments
     config = yaml.safe_load(path.read_text())
-    unknown = set(config) - _fields(ModelArguments, arguments, RepTuneConfig)
+    unknown = set(config) - _fields(ModelArguments, RunArguments, arguments, RepTuneConfig)
     assert not unknown, f"{path.name} names unknown options {sorted(unknown)}"
+    section = set(config.get("behaviour_section") or {}) - _fields(BehaviourArguments)
+    assert not section, f"{path.name}: behaviour_section names unknown options {sorted(section)}"
 
 
 @pytest.mark.parametrize(
@@ -57,6 +55,26 @@ def test_accelerate_configs_parse(path):
     assert not unknown, f"{path.name}: accelerate knows no options {unknown}"
 
 
+#: A sentiment section small enough for a tiny model: every stage runs, in seconds.
+TINY_SECTION = {
+    "behaviour": "sentiment",
+    "layers": [1, 2],
+    "steer_layers": [1],
+    "coefficients": [0.5, 1.0],
+    "dev_prompts": 3,
+    "test_prompts": 3,
+    "new_tokens": 4,
+    "train_prompts": 8,
+    "row_tokens": 6,
+    "sft_steps": 2,
+    "cosine_steps": 2,
+    "steer_steps": 2,
+    "select_every": 1,
+    "perplexity_window": 32,
+    "perplexity_stride": 16,
+}
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A tiny Llama saved to disk and a config that runs every stage of the honesty recipe."""
@@ -69,14 +87,14 @@ def tiny_run(tmp_path_factory):
         "model": str(root / "tiny"),
         "run_dir": str(root / "run"),
         "num_rep_layers": 2,
-        "sweep_coefficients": [-4, 0, 4],
-        "sweep_limit": 8,
-        "robustness_coefficients": [4],
+        "sweep_coefficients": [-1, 0, 1],
+        "robustness_coefficients": [1],
         "perplexity_window": 64,
         "perplexity_stride": 32,
+        "select_every": 1,
         "tradeoff_items": str(ROOT / "tests/fixtures/eval/mmlu.jsonl"),
-        "tradeoff_coefficients": [-4, 0, 4],
-        "behaviour": "sentiment",
+        "tradeoff_coefficients": [-1, 0, 1],
+        "behaviour_section": dict(TINY_SECTION),
         "lora_target_modules": ["q_proj", "v_proj"],
         "rep_positions": "-3",
         "learning_rate": 0.01,
@@ -114,7 +132,9 @@ def test_honesty_recipe_end_to_end_then_rerun_skips(tiny_run):
         "report/layer_accuracy.png",
         "report/robustness.png",
         "report/tradeoff.png",
-        "behaviour/sweep.png",
+        "behaviour/report/conditions.png",
+        "behaviour/models/rep-steer/adapter_model.safetensors",
+        "behaviour/data/steered_rows.jsonl",
         "README.md",
         "reptune_config.json",
     ):
@@ -194,8 +214,6 @@ def test_honesty_recipe_with_two_processes(tiny_run, tmp_path):
             str(run),
             "--output_dir",
             str(run / "trainer"),
-            "--behaviour",
-            "sentiment",
             "--tune_targets",
             "toward",
             "--token_baselines",
@@ -221,44 +239,34 @@ def test_main_job_reduced_on_the_embedded_model(tmp_path):
     except (ImportError, FileNotFoundError, ValueError) as err:
         pytest.skip(f"embedded model not installed: {err}")
     run = tmp_path / "run"
-    _run(
-        [
-            sys.executable,
-            "recipes/honesty.py",
-            "--config",
-            "recipes/honesty/smollm2-135m.yaml",
-            "--run_dir",
-            str(run),
-            "--output_dir",
-            str(run / "trainer"),
-            "--claims_limit",
-            "20",
-            "--extract_layers",
-            "8",
-            "10",
-            "--sweep_limit",
-            "4",
-            "--sweep_coefficients",
-            "-0.25",
-            "0",
-            "0.25",
-            "--robustness_coefficients",
-            "0.25",
-            "--tune_targets",
-            "toward",
-            "--token_baselines",
-            "false",
-            "--max_steps",
-            "2",
-            "--behaviour_layers",
-            "10",
-            "--behaviour_eval_prompts",
-            "2",
-            "--behaviour_new_tokens",
-            "6",
-        ],
-        timeout=900,
+    config = yaml.safe_load((RECIPES / "honesty/smollm2-135m.yaml").read_text())
+    config.update(
+        run_dir=str(run),
+        output_dir=str(run / "trainer"),
+        claims_limit=30,
+        extract_layers=[8, 10],
+        sweep_coefficients=[-0.25, 0, 0.25],
+        robustness_coefficients=[0.25],
+        tune_targets=["toward"],
+        token_baselines=False,
+        max_steps=2,
     )
+    config["behaviour_section"].update(
+        layers=[10],
+        coefficients=[0.2],
+        dev_prompts=2,
+        test_prompts=3,
+        new_tokens=6,
+        train_prompts=8,
+        row_tokens=8,
+        sft_steps=2,
+        cosine_steps=2,
+        steer_steps=2,
+        select_every=1,
+    )
+    reduced = tmp_path / "reduced.yaml"
+    reduced.write_text(yaml.safe_dump(config))
+    _run([sys.executable, "recipes/honesty.py", "--config", str(reduced)], timeout=900)
     report = json.loads((run / "report/report.json").read_text())
     card = (run / "README.md").read_text()
     for name, metric in report["metrics"].items():

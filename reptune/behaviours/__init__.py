@@ -27,14 +27,17 @@ from .honesty import (
     load_honesty_claims,
 )
 from .sentiment import (
+    POSITIVE_INSTRUCTION,
     fit_judge_threshold,
     load_eval_prompts,
     load_heldout_text,
     load_scorer_check,
     load_sentiment_pairs,
     load_sentiment_rows,
+    load_train_prompts,
     model_sentiment_logit,
     model_sentiment_score,
+    positivity,
     sentiment_score,
 )
 
@@ -68,7 +71,10 @@ __all__ = [
     "filter_known_claims",
     "load_claims",
     "resolve_conditions",
+    "POSITIVE_INSTRUCTION",
     "fit_judge_threshold",
+    "load_train_prompts",
+    "positivity",
     "load_eval_prompts",
     "load_heldout_text",
     "load_honesty_claims",

@@ -35,6 +35,9 @@ __all__ = [
     "model_sentiment_logit",
     "model_sentiment_score",
     "fit_judge_threshold",
+    "POSITIVE_INSTRUCTION",
+    "load_train_prompts",
+    "positivity",
 ]
 
 SPLITS = ("train", "test", "all")
@@ -96,6 +99,10 @@ JUDGE_TEMPLATE = "{text} Overall, the experience described above was"
 #: replies of the sentiment pairs). Other models need their own.
 JUDGE_THRESHOLD = 3.74
 
+#: The prompting baseline: a system prompt that asks for the behaviour (as AxBench's prompting
+#: baseline does), used on the same prompts as every other condition.
+POSITIVE_INSTRUCTION = "Respond in a warm, positive and upbeat tone."
+
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?|[.,;:!?]")
 
 
@@ -132,6 +139,16 @@ def load_sentiment_pairs(
         )
         for row in load_sentiment_rows(split)
     ]
+
+
+def load_train_prompts(split: str = "train") -> list[str]:
+    """The plain user prompts of a split of the sentiment pairs (for self-generated training
+    rows; none of them is an evaluation prompt).
+
+    Example:
+        >>> prompts = load_train_prompts()
+    """
+    return list(dict.fromkeys(row["prompt"] for row in load_sentiment_rows(split)))
 
 
 def load_eval_prompts(tokenizer=None, limit: int | None = None, chat: bool = True) -> list[str]:
@@ -293,3 +310,15 @@ def fit_judge_threshold(model, tokenizer, batch_size: int = 16) -> float:
     values = sorted(set(logits))
     cuts = [values[0] - 1.0] + [(a + b) / 2 for a, b in zip(values, values[1:])]
     return max(cuts, key=lambda cut: sum((x > cut) == y for x, y in zip(logits, labels)))
+
+
+def positivity(judge_model, tokenizer, texts: Sequence[str], batch_size: int = 16) -> list[float]:
+    """The behaviour axis in ``[0, 1]``: ``(model_sentiment_score + 1) / 2`` under the judge.
+
+    Judge with the untuned base model, so the yardstick never moves with the intervention.
+
+    Example:
+        >>> positivity(base, tok, ["What a lovely day.", "What an awful day."])
+    """
+    scores = model_sentiment_score(judge_model, tokenizer, texts, batch_size=batch_size)
+    return [(s + 1) / 2 for s in scores]

@@ -50,8 +50,8 @@ class ExportGGUFArguments:
 
 def main(argv: list[str]) -> int:
     from ..publish.gguf_export import export_control_vector
-    from ..publish.run import find_vectors_dir
     from ..vectors import SteeringVectors
+    from ..workflow.layout import find_vectors_dir
 
     (args,) = parse(
         (ExportGGUFArguments,),

@@ -13,8 +13,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models import DEFAULT_MODEL
 from ..training.config import RepTuneConfig
+from ..workflow.args import ModelArguments
 
 __all__ = ["HELP", "TuneArguments", "main", "load_rows"]
 
@@ -22,21 +22,17 @@ HELP = "fine-tune a model so it behaves as if steered (token + cosine loss, LoRA
 
 logger = logging.getLogger(__name__)
 
-FINETUNE_MODES = ("lora", "layers", "full")
-
 
 @dataclass
 class TuneArguments:
-    """What to tune and on which data; the training itself is set by :class:`RepTuneConfig`.
+    """What to tune on; the model and its fine-tuning mode are :class:`ModelArguments`, the
+    training itself :class:`RepTuneConfig`.
 
     Example:
-        >>> tune, args = parse((TuneArguments, RepTuneConfig), ["--data", "train.jsonl"], "tune")
+        >>> tune, margs, args = parse((TuneArguments, ModelArguments, RepTuneConfig),
+        ...                           ["--data", "train.jsonl"], "tune")
     """
 
-    model: str = field(
-        default=DEFAULT_MODEL,
-        metadata={"help": "Model spec: embedded:<name>, a .gguf file, a local folder or a Hub id."},
-    )
     data: str | None = field(
         default=None,
         metadata={"help": 'JSONL training rows {"prompt", "completion"[, "system"]}.'},
@@ -46,32 +42,6 @@ class TuneArguments:
     )
     system: str | None = field(
         default=None, metadata={"help": "System prompt for rows that have none."}
-    )
-    dtype: str = field(
-        default="float32",
-        metadata={"help": "Weights dtype: float32, bfloat16, float16 or auto."},
-    )
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "Allow model code from the model's repository."}
-    )
-    finetune: str = field(
-        default="lora",
-        metadata={
-            "help": "'lora' (adapters), 'layers' (full fine-tuning of --train_layers, the "
-            "published setting) or 'full' (every weight).",
-            "choices": list(FINETUNE_MODES),
-        },
-    )
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
-    lora_target_modules: str = field(
-        default="q_proj,k_proj,v_proj,o_proj",
-        metadata={"help": "Comma-separated module names, or 'all-linear'."},
-    )
-    lora_layers: list[int] | None = field(
-        default=None,
-        metadata={"help": "Put adapters only on these decoder blocks (default: all)."},
     )
 
 
@@ -103,48 +73,30 @@ def load_rows(path: str | Path, system: str | None = None) -> list[dict]:
     return rows
 
 
-def _wrap_model(model, tune: TuneArguments, args: RepTuneConfig):
-    if tune.finetune == "lora":
-        if args.train_layers is not None:
-            raise ValueError("--train_layers is for --finetune layers; use --lora_layers with LoRA")
-        from peft import LoraConfig, get_peft_model
-
-        targets = tune.lora_target_modules
-        config = LoraConfig(
-            r=tune.lora_r,
-            lora_alpha=tune.lora_alpha,
-            lora_dropout=tune.lora_dropout,
-            target_modules=targets if targets == "all-linear" else targets.split(","),
-            layers_to_transform=tune.lora_layers,
-            task_type="CAUSAL_LM",
-        )
-        return get_peft_model(model, config)
-    if tune.finetune == "layers" and args.train_layers is None:
-        raise ValueError("--finetune layers needs --train_layers (published: 11 12 ... 17)")
-    if tune.finetune == "full" and args.train_layers is not None:
-        raise ValueError("--finetune full trains every weight; drop --train_layers")
-    return model
-
-
 def main(argv) -> int:
     from ..commands import parse
     from ..models import load_model
     from ..training.trainer import RepTuneTrainer
     from ..vectors import SteeringVectors
 
-    tune, args = parse((TuneArguments, RepTuneConfig), argv, "reptune tune")
+    tune, margs, args = parse((TuneArguments, ModelArguments, RepTuneConfig), argv, "reptune tune")
     if tune.data is None:
         raise ValueError('--data is required: a JSONL file of {"prompt", "completion"} rows')
+    # Everything checkable is checked before the model loads.
     train_rows = load_rows(tune.data, tune.system)
     eval_rows = load_rows(tune.eval_data, tune.system) if tune.eval_data else None
+    if args.vectors is None and (args.rep_weight > 0 or args.rep_target == "steer"):
+        raise ValueError(
+            "rep_weight > 0 needs steering vectors: pass --vectors FOLDER (from `reptune "
+            "extract`), or --rep_weight 0 --lm_weight 1 for token-only tuning"
+        )
+    vectors = SteeringVectors.load(args.vectors) if args.vectors is not None else None
+    peft_config = margs.peft_config(args)
     model, tokenizer = load_model(
-        tune.model, dtype=tune.dtype, trust_remote_code=tune.trust_remote_code
+        margs.model, dtype=margs.dtype, trust_remote_code=margs.trust_remote_code
     )
-    vectors = None
-    if args.vectors is not None:
-        # Checked against the model before any weight is touched.
-        vectors = SteeringVectors.load(args.vectors, model=model)
-    model = _wrap_model(model, tune, args)
+    if vectors is not None:
+        vectors.check_compatible(model)  # before any weight is touched
     trainer = RepTuneTrainer(
         model,
         args,
@@ -152,7 +104,9 @@ def main(argv) -> int:
         train_dataset=train_rows,
         eval_dataset=eval_rows,
         processing_class=tokenizer,
+        peft_config=peft_config,
     )
+    trainer.base_model_spec = margs.model
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model(args.output_dir)
     if eval_rows is not None:

@@ -224,6 +224,36 @@ def _nll_difference(nll_a, nll_b, tokens, axis=-1):
     return (nll_b.sum(axis=axis) - nll_a.sum(axis=axis)) / tokens.sum(axis=axis)
 
 
+def _ppl(nll, tokens, axis=-1):
+    return np.exp(nll.sum(axis=axis) / tokens.sum(axis=axis))
+
+
+def perplexity_interval(
+    result: PerplexityResult, *, n_resamples: int = 9999, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Bootstrap interval of a perplexity, resampling its windows.
+
+    Example:
+        >>> low, high = perplexity_interval(perplexity(model, tok, text))
+    """
+    from scipy.stats import bootstrap
+
+    nll, tokens = np.asarray(result.nll, dtype=float), np.asarray(result.tokens, dtype=float)
+    if len(nll) < 2:
+        return (result.perplexity, result.perplexity)
+    ci = bootstrap(
+        (nll, tokens),
+        _ppl,
+        paired=True,
+        vectorized=True,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    ).confidence_interval
+    return (float(ci.low), float(ci.high))
+
+
 def compare_perplexity(
     a: PerplexityResult,
     b: PerplexityResult,

@@ -1,4 +1,5 @@
-"""Intervals: Wilson score intervals for rates, paired bootstrap intervals for differences."""
+"""Intervals: Wilson score intervals for rates, bootstrap intervals for means and for paired
+differences."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.stats import binomtest, bootstrap
 
-__all__ = ["Rate", "wilson_interval", "rate", "PairedDifference", "paired_bootstrap"]
+__all__ = [
+    "Rate",
+    "wilson_interval",
+    "rate",
+    "Mean",
+    "mean_interval",
+    "PairedDifference",
+    "paired_bootstrap",
+]
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -58,6 +67,56 @@ def rate(k: int, n: int, confidence: float = 0.95) -> Rate:
     """
     low, high = wilson_interval(k, n, confidence)
     return Rate(int(k), int(n), k / n if n else math.nan, low, high, confidence)
+
+
+@dataclass(frozen=True)
+class Mean:
+    """A mean with its bootstrap interval.
+
+    Example:
+        >>> str(mean_interval([0.2, 0.4, 0.9]))
+    """
+
+    value: float
+    low: float
+    high: float
+    n: int
+    confidence: float = 0.95
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}] (n={self.n})"
+
+
+def mean_interval(
+    values: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
+) -> Mean:
+    """The mean of ``values`` with a percentile bootstrap interval (scipy).
+
+    A single value or identical values give a point interval.
+
+    Example:
+        >>> m = mean_interval([0.1, 0.5, 0.7, 0.2])
+        >>> m.low <= m.value <= m.high
+        True
+    """
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
+        raise ValueError("mean_interval needs at least one value")
+    mean = float(arr.mean())
+    if arr.size < 2 or np.all(arr == arr[0]):
+        return Mean(mean, mean, mean, int(arr.size), confidence)
+    ci = bootstrap(
+        (arr,),
+        np.mean,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    ).confidence_interval
+    return Mean(mean, float(ci.low), float(ci.high), int(arr.size), confidence)
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ Example:
     >>> export_control_vector(SteeringVectors.load("runs/honesty/vectors"), "honesty.gguf")
 """
 
+from ..workflow.layout import RunFolder, load_run
 from .card import build_model_card, default_template_path, write_model_card
 from .gguf_export import export_control_vector, load_control_vector
-from .hub import files_to_upload, push_run
-from .run import RunFolder, load_run
+from .hub import files_to_upload, publish_run, push_run
 
 __all__ = [
     "RunFolder",
@@ -20,6 +20,7 @@ __all__ = [
     "files_to_upload",
     "load_control_vector",
     "load_run",
+    "publish_run",
     "push_run",
     "write_model_card",
 ]

@@ -18,8 +18,8 @@ import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..io import atomic_write
+from ..workflow.layout import CARD_FILE, load_run
 from .card_context import card_context, format_number, hub_id, setting_text
-from .run import CARD_FILE, load_run
 
 __all__ = ["CARD_TAGS", "build_model_card", "write_model_card", "default_template_path"]
 

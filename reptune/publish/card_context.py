@@ -11,8 +11,8 @@ import math
 import re
 from typing import Any
 
+from ..workflow.layout import CONFIG_FILE, REPORT_DIR, RunFolder
 from .report_view import read_report
-from .run import ADAPTER_DIR, CONFIG_FILE, REPORT_DIR, VECTORS_DIR, RunFolder
 
 __all__ = [
     "KNOWN_BASE_MODELS",
@@ -156,9 +156,16 @@ def format_number(value: Any) -> str:
 
 
 def _files(run: RunFolder) -> list[tuple[str, str]]:
-    files = [(f"{VECTORS_DIR}/", "steering vectors (safetensors) and their metadata (JSON)")]
+    vectors = f"{run.relative(run.vectors_path)}/"
+    files = [(vectors, "steering vectors (safetensors) and their metadata (JSON)")]
     if run.has_adapter:
-        files.append((f"{ADAPTER_DIR}/", "the PEFT adapter (`PeftModel.from_pretrained`)"))
+        where = run.relative(run.adapter_path)
+        what = (
+            "the tuned model's full weights (`from_pretrained`)"
+            if run.adapter_config.get("full_model")
+            else "the PEFT adapter (`PeftModel.from_pretrained`)"
+        )
+        files.append(("./" if where == "." else f"{where}/", what))
     if (run.path / CONFIG_FILE).is_file():
         files.append((CONFIG_FILE, "the tuning settings"))
     if run.report is not None:
@@ -244,6 +251,9 @@ def card_context(
             },
         },
         "example_layer": layers[len(layers) // 2],
+        "adapter_subdir": run.relative(run.adapter_path),
+        "full_model": bool((run.adapter_config or {}).get("full_model")),
+        "vectors_subdir": run.relative(run.vectors_path),
         "tuning": [(label, config[key]) for key, label in TUNING_LABELS.items() if key in config],
         "settings": list(config.items()),
         "datasets": datasets_of(run),

@@ -15,10 +15,18 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, ModelCard
 
+from ..workflow.layout import (
+    ADAPTER_DIR,
+    CARD_FILE,
+    CONFIG_FILE,
+    REPORT_DIR,
+    TUNED_VECTORS_DIR,
+    VECTORS_DIR,
+    load_run,
+)
 from .card import write_model_card
-from .run import ADAPTER_DIR, CARD_FILE, CONFIG_FILE, REPORT_DIR, VECTORS_DIR, load_run
 
-__all__ = ["push_run", "files_to_upload", "EXCLUDED_PATTERNS"]
+__all__ = ["push_run", "publish_run", "files_to_upload", "EXCLUDED_PATTERNS"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +34,18 @@ logger = logging.getLogger(__name__)
 # logs, caches, an .env) never leave the machine by accident.
 _TOP_LEVEL_DIRS = (ADAPTER_DIR, VECTORS_DIR, REPORT_DIR)
 _TOP_LEVEL_FILES = (CARD_FILE, CONFIG_FILE, "*.gguf")
+# The output folder of `reptune tune` is the model itself: its weights, configs and tokenizer
+# at the top, the vectors in reptune_vectors/.
+_TUNED_DIRS = (TUNED_VECTORS_DIR, REPORT_DIR)
+_TUNED_FILES = (
+    CARD_FILE,
+    "*.json",
+    "*.safetensors",
+    "*.gguf",
+    "*.jinja",
+    "tokenizer.model",
+    "*.txt",
+)
 
 #: Never uploaded, at any depth: checkpoints, optimizer/scheduler/RNG states, pickles, temp files.
 EXCLUDED_PATTERNS = (
@@ -65,12 +85,14 @@ def files_to_upload(run_dir: str | Path) -> list[str]:
         ['README.md', 'adapter/adapter_config.json', 'adapter/adapter_model.safetensors', ...]
     """
     run_dir = Path(run_dir)
+    tuned = not (run_dir / VECTORS_DIR).is_dir() and (run_dir / TUNED_VECTORS_DIR).is_dir()
+    dirs, files = (_TUNED_DIRS, _TUNED_FILES) if tuned else (_TOP_LEVEL_DIRS, _TOP_LEVEL_FILES)
     found: list[Path] = []
-    for name in _TOP_LEVEL_DIRS:
+    for name in dirs:
         folder = run_dir / name
         if folder.is_dir():
             found.extend(p for p in folder.rglob("*") if p.is_file())
-    for pattern in _TOP_LEVEL_FILES:
+    for pattern in files:
         found.extend(p for p in run_dir.glob(pattern) if p.is_file())
     rel = {p.relative_to(run_dir) for p in found}
     return sorted(r.as_posix() for r in rel if not _excluded(r))
@@ -111,7 +133,7 @@ def push_run(
         raise ValueError("repo_id is required, e.g. 'your-name/llama-honesty'")
     run_dir = Path(run_dir)
     run = load_run(run_dir)  # validates the vectors before anything leaves the machine
-    if not (run_dir / VECTORS_DIR).is_dir():
+    if run.vectors_path == run_dir:
         raise ValueError(
             f"{run_dir} is a bare vectors folder; push a run folder that holds it as "
             f"{VECTORS_DIR}/ (the card and the loading example expect that layout)"
@@ -120,11 +142,13 @@ def push_run(
     files = files_to_upload(run_dir)
     # Checked in a dry run too, so a dry run shows what a real push would refuse or miss.
     _check_no_token(run_dir, files)
-    if run.has_adapter and f"{ADAPTER_DIR}/adapter_model.safetensors" not in files:
+    where = run.relative(run.adapter_path)
+    weights = "adapter_model.safetensors" if where == "." else f"{where}/adapter_model.safetensors"
+    if run.has_adapter and not run.adapter_config.get("full_model") and weights not in files:
         logger.warning(
             "%s has no adapter_model.safetensors; pickled weights (.bin) are never uploaded, so "
             "the repo would hold no adapter weights. Save the adapter again with safetensors.",
-            run_dir / ADAPTER_DIR,
+            run.adapter_path,
         )
     if card.is_file() and "reptune" not in (_card_tags(card) or []):
         logger.warning(
@@ -162,3 +186,26 @@ def _card_tags(card: Path) -> list[str] | None:
         return ModelCard.load(card).data.tags
     except Exception:  # an unparsable card is the user's; upload it untouched
         return None
+
+
+def publish_run(
+    run_dir: str | Path, repo_id: str | None = None, *, private: bool = False, state=None
+) -> Path:
+    """The last step of a recipe: write the model card, then push the run when ``repo_id`` is
+    given. Only the main process writes; every process returns the card's path.
+
+    Example:
+        >>> publish_run("runs/honesty")  # the card only
+        PosixPath('runs/honesty/README.md')
+    """
+    from accelerate import PartialState
+
+    state = state or PartialState()
+    run_dir = Path(run_dir)
+    if state.is_main_process:
+        write_model_card(run_dir, repo_id=repo_id)
+        if repo_id:
+            files = push_run(run_dir, repo_id, private=private)
+            logger.info("pushed %d files to %s", len(files), repo_id)
+    state.wait_for_everyone()
+    return run_dir / CARD_FILE

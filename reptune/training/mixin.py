@@ -39,6 +39,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..hooks import Recorder, StopForward, intervene
 from ..io import atomic_folder
+from ..layers import unwrap_model
 from ..version import __version__
 from .checkpoints import REPTUNE_VECTORS_DIR, check_resume, write_rep_files
 from .config import REP_FIELDS
@@ -47,6 +48,16 @@ from .parameters import parameter_groups
 from .setup import RepTuneSetup
 
 __all__ = ["RepTuneLossMixin"]
+
+# Training settings saved beside the reptune ones in reptune_config.json.
+_TRAINING_KEYS = (
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "seed",
+)
 
 
 def _accumulate(store: dict, key: str, value: torch.Tensor, count) -> None:
@@ -299,11 +310,16 @@ class RepTuneLossMixin(RepTuneSetup):
             settings = {name: getattr(cfg, name) for name in REP_FIELDS}
         if settings.get("vectors") is not None and not isinstance(settings["vectors"], str):
             settings["vectors"] = str(settings["vectors"])
+        args = self.args
         settings.update(
             resolved_rep_layers=self.rep_layers,
             resolved_retain_layers=self.retain_layers,
             vectors_dir=REPTUNE_VECTORS_DIR if self.rep_vectors is not None else None,
             reptune_version=__version__,
+            # What the card shows about the training run, in the same file.
+            base_model=getattr(self, "base_model_spec", None)
+            or getattr(unwrap_model(self.model), "name_or_path", None),
+            **{k: getattr(args, k) for k in _TRAINING_KEYS if hasattr(args, k)},
         )
         return settings
 

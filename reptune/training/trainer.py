@@ -78,6 +78,7 @@ class RepTuneTrainer(RepTuneLossMixin, Trainer):
         if train_dataset is not None and hasattr(train_dataset, "__len__"):
             if len(train_dataset) == 0:
                 raise ValueError("train_dataset is empty: give at least one training row")
+        spec = model if isinstance(model, str) else None
         if isinstance(model, str):
             from ..models import load_model
 
@@ -88,7 +89,11 @@ class RepTuneTrainer(RepTuneLossMixin, Trainer):
             if is_peft_model(model):
                 raise ValueError("the model already has PEFT adapters: drop peft_config")
             from peft import get_peft_model
+            from transformers import set_seed
 
+            # The adapters' random initialisation follows the run's seed, as the Trainer's own
+            # initialisation does: two runs with the same settings start from the same weights.
+            set_seed(args.seed)
             model = get_peft_model(model, peft_config)
         if data_collator is None:
             if processing_class is None:
@@ -112,6 +117,7 @@ class RepTuneTrainer(RepTuneLossMixin, Trainer):
             **kwargs,
         )
         self._model_mode = training
+        self.base_model_spec = spec
 
     def _set_signature_columns_if_needed(self):
         # The collator tokenizes text columns the model's forward does not name; with

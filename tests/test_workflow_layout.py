@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from reptune.publish.run import find_vectors_dir, load_run
 from reptune.vectors import SteeringVectors
+from reptune.workflow.layout import find_vectors_dir, load_run
 
 REPORT = {
     "title": "Honesty after representation tuning",

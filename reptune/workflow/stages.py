@@ -1,5 +1,10 @@
-"""Resumable stages for recipes: each stage writes its outputs under the run folder and a marker
-with its result; a rerun with the same settings skips finished stages.
+"""Resumable stages: each stage writes its outputs under the run folder and a marker with its
+result; a rerun with the same settings skips finished stages.
+
+A stage's settings include its upstream stages' settings, so a change reruns exactly what depends
+on it. Before a stage runs again its old marker is removed: a crash half-way through then leaves
+no marker claiming the stage finished, and every output it writes goes through
+:mod:`reptune.io`, so each output folder or file is either the old complete one or the new one.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 
 from accelerate import PartialState
 
-from .io import atomic_write
+from ..io import read_json, write_json
 
 __all__ = ["StageRunner", "settings_fingerprint"]
 
@@ -39,9 +44,12 @@ class StageRunner:
     """
 
     def __init__(self, run_dir: str | Path, state: PartialState | None = None):
+        from .layout import RunLayout
+
         self.run_dir = Path(run_dir)
+        self.layout = RunLayout(self.run_dir)
         self.state = state or PartialState()
-        self.marker_dir = self.run_dir / "stages"
+        self.marker_dir = self.layout.stages_dir
         self.timings: dict[str, float] = {}
         self.skipped: list[str] = []
 
@@ -53,8 +61,10 @@ class StageRunner:
         path = self.marker(name)
         if not path.is_file():
             return None
-        saved = json.loads(path.read_text())
-        if saved.get("fingerprint") != settings_fingerprint(settings):
+        saved = read_json(path, f"marker of stage {name!r} (delete it to rerun the stage)")
+        if not isinstance(saved, dict) or saved.get("fingerprint") != settings_fingerprint(
+            settings
+        ):
             return None
         return saved
 
@@ -74,6 +84,8 @@ class StageRunner:
             return saved["result"]
         start = time.perf_counter()
         result = None
+        if self.state.is_main_process and self.marker(name).exists():
+            self.marker(name).unlink()  # no stale marker may outlive a crash of the rerun
         if not main_process_only or self.state.is_main_process:
             result = fn()
             seconds = time.perf_counter() - start
@@ -84,12 +96,18 @@ class StageRunner:
                     "seconds": round(seconds, 2),
                     "result": result,
                 }
-                atomic_write(
-                    self.marker(name),
-                    lambda p: Path(p).write_text(json.dumps(record, indent=2, default=str)),
-                )
+                write_json(self.marker(name), record)
         self.state.wait_for_everyone()
         if main_process_only and not self.state.is_main_process:
-            result = json.loads(self.marker(name).read_text())["result"]
+            result = read_json(self.marker(name), f"marker of stage {name!r}")["result"]
         self.timings[name] = round(time.perf_counter() - start, 2)
         return result
+
+    def close(self) -> None:
+        """Wait for every process, then end the process group of a multi-process launch (gloo
+        can abort when the interpreter exits with the group alive)."""
+        import torch
+
+        self.state.wait_for_everyone()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

@@ -1,0 +1,171 @@
+"""The measurements a run reports, each number with its interval: generations scored on three
+axes per condition, perplexity against the base model, closeness to the steered model, and the
+cosine of tuned activations with the vector.
+
+Example:
+    >>> texts = generate_condition(model, tok, prompts, coefficient=0.2, new_tokens=24)
+    >>> rows = perplexity_rows({"base": (base, tok), "tuned": (tuned, tok)}, text, 256, 128)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from ..evaluation.ab import generate_texts
+from ..evaluation.perplexity import compare_perplexity, perplexity, perplexity_interval
+from ..evaluation.quality import AXES, QualityScores, summarize_quality
+from ..hooks import intervene, recording
+from ..pairs import format_chat
+from ..tokenization import encode_batch
+from ..training.collator import parse_positions
+
+__all__ = [
+    "generate_condition",
+    "quality_rows",
+    "perplexity_rows",
+    "target_cosines",
+    "plot_conditions",
+]
+
+
+def generate_condition(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    coefficient: float | None = None,
+    system: str | None = None,
+    new_tokens: int = 24,
+    batch_size: int = 16,
+) -> list[str]:
+    """Greedy answers of one condition to plain user prompts.
+
+    ``coefficient`` steers (``model`` is then a SteeredModel); ``system`` adds a system prompt
+    (the prompting baseline).
+
+    Example:
+        >>> generate_condition(steered, tok, ["Describe your street."], coefficient=0.2)
+    """
+    chat = [format_chat(tokenizer, p, "", system) for p in prompts]
+    coefs = None if coefficient is None else torch.full((len(chat),), float(coefficient))
+    return generate_texts(
+        model,
+        tokenizer,
+        chat,
+        coefficients=coefs,
+        max_new_tokens=new_tokens,
+        batch_size=batch_size,
+    )
+
+
+def quality_rows(scores: Mapping[str, QualityScores]) -> list[dict]:
+    """One row per condition: each axis's mean with its 95% bootstrap interval.
+
+    Example:
+        >>> quality_rows({"base": base_scores, "steered": steered_scores})[0]["harmonic"]
+    """
+    rows = []
+    for name, score in scores.items():
+        row: dict = {"condition": name, "n": len(score.harmonic)}
+        for axis, mean in summarize_quality(score).items():
+            row.update({axis: mean.value, f"{axis}_low": mean.low, f"{axis}_high": mean.high})
+        rows.append(row)
+    return rows
+
+
+def perplexity_rows(
+    models: Mapping[str, tuple], text: str, window: int, stride: int, reference: str | None = None
+) -> list[dict]:
+    """Perplexity of each model on ``text`` with its own bootstrap interval over windows, and the
+    paired-bootstrap difference to ``reference`` (default: the first model) in separate columns.
+
+    ``models`` maps a name to ``(model, tokenizer)``; a SteeredModel works too.
+
+    Example:
+        >>> perplexity_rows({"base": (base, tok), "steered": (steered, tok)}, text, 256, 128)
+    """
+    results = {
+        name: perplexity(m, tok, text, window=window, stride=stride)
+        for name, (m, tok) in models.items()
+    }
+    reference = reference or next(iter(results))
+    base = results[reference]
+    rows = []
+    for name, res in results.items():
+        low, high = perplexity_interval(res)
+        row = {
+            "model": name,
+            "perplexity": res.perplexity,
+            "perplexity_low": low,
+            "perplexity_high": high,
+            "windows": len(res.nll),
+        }
+        if name != reference:
+            diff = compare_perplexity(base, res)["perplexity_difference"]
+            row.update(
+                difference=diff.estimate,
+                difference_low=diff.low,
+                difference_high=diff.high,
+                relative_change=res.perplexity / base.perplexity - 1.0,
+            )
+        rows.append(row)
+    return rows
+
+
+@torch.no_grad()
+def target_cosines(model, tokenizer, vectors, rows, layers, positions, batch_size=16) -> dict:
+    """Mean cosine between the block outputs at ``layers`` and the vector, over the prompts of
+    ``rows`` (``{"prompt"[, "system"]}``) at ``positions`` (the training position language:
+    ``"-3"``, ``"all"``, ``"prompt"``...).
+
+    Example:
+        >>> target_cosines(tuned, tok, vecs, test_rows, [10], "all")
+        {10: 0.31}
+    """
+    positions = parse_positions(positions) if isinstance(positions, str) else positions
+    # The texts are prompts only: the training language's "completion" selects nothing there.
+    positions = "generated" if positions == "completion" else positions
+    texts = [format_chat(tokenizer, r["prompt"], "", r.get("system")) for r in rows]
+    found: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
+    for start in range(0, len(texts), batch_size):
+        batch = encode_batch(tokenizer, texts[start : start + batch_size], position_ids=True)
+        rec, fns = recording(layers)
+        with intervene(model, fns, positions):
+            model(**batch, use_cache=False)
+        for layer in layers:
+            h = rec.hidden(layer)[rec.mask(layer)].float()
+            v = vectors[layer].float().to(h.device)
+            found[layer].append(torch.nn.functional.cosine_similarity(h, v.expand_as(h), dim=-1))
+    return {layer: float(torch.cat(vals).mean()) for layer, vals in found.items()}
+
+
+def plot_conditions(rows: Sequence[Mapping], path: str | Path, title: str) -> Path:
+    """Grouped bars: each condition's mean on every axis with its interval.
+
+    Example:
+        >>> plot_conditions(quality_rows(scores), "report/conditions.png", "sentiment, test")
+    """
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from ..evaluation.plots import save_figure
+
+    fig = Figure(figsize=(1.6 + 1.3 * len(rows), 3.8), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(AXES)
+    x = np.arange(len(rows))
+    for i, axis in enumerate(AXES):
+        values = np.array([r[axis] for r in rows], dtype=float)
+        low = values - np.array([r[f"{axis}_low"] for r in rows], dtype=float)
+        high = np.array([r[f"{axis}_high"] for r in rows], dtype=float) - values
+        ax.bar(x + (i - 1.5) * width, values, width, yerr=[low, high], capsize=2, label=axis)
+    ax.set_xticks(x, [r["condition"] for r in rows], rotation=20, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("score (0-1), 95% interval")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncols=4, loc="upper center")
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)
