@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,8 @@ def parse_param_lrs(items) -> list[tuple[str, float]]:
             re.compile(pattern)
         except (ValueError, re.error) as err:
             raise ValueError(f"param_lrs entry {item!r}: {err}") from err
+        if not math.isfinite(lr) or lr < 0:
+            raise ValueError(f"param_lrs entry {item!r}: the learning rate must be finite and >= 0")
         out.append((pattern, lr))
     return out
 
@@ -181,8 +184,18 @@ class RepTuneConfig(TrainingArguments):
             raise ValueError(f"unknown rep_target {self.rep_target!r}: use one of {TARGETS}")
         for name in ("rep_weight", "lm_weight", "retain_weight"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+            # NaN passes `value < 0`, and a NaN weight would silently drop its loss term.
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.max_length is not None and (
+            not isinstance(self.max_length, int) or self.max_length < 2
+        ):
+            raise ValueError(f"max_length must be an int >= 2 or None, got {self.max_length!r}")
         if self.rep_weight == 0 and self.lm_weight == 0 and self.retain_weight == 0:
             raise ValueError("all loss weights are 0: nothing to train")
         parse_positions(self.rep_positions)
@@ -200,8 +213,9 @@ class RepTuneConfig(TrainingArguments):
             self.param_lrs = [self.param_lrs]
         parse_param_lrs(self.param_lrs)
         for name in ("rep_params", "lm_params"):
-            if getattr(self, name) is not None:
-                re.compile(getattr(self, name))
+            _check_regex(name, getattr(self, name))
+        for pattern in self.train_modules or ():
+            _check_regex("train_modules", pattern)
         if self.train_modules is not None and self.train_layers is None:
             raise ValueError("train_modules needs train_layers")
         super().__post_init__()
@@ -220,6 +234,15 @@ class RepTuneConfig(TrainingArguments):
         if out.get("vectors") is not None and not isinstance(out["vectors"], str):
             out["vectors"] = _describe_vectors(out["vectors"])
         return out
+
+
+def _check_regex(name: str, pattern) -> None:
+    if pattern is None:
+        return
+    try:
+        re.compile(pattern)
+    except (re.error, TypeError) as err:
+        raise ValueError(f"{name}={pattern!r} is not a valid regular expression: {err}") from err
 
 
 def _describe_vectors(vectors) -> str:
