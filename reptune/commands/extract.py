@@ -18,7 +18,9 @@ class ExtractArguments:
     pairs: str = field(
         metadata={"help": "pairs file: JSONL (positive/negative), CAA A/B JSON, or claims CSV"}
     )
-    output: str = field(metadata={"help": "folder for the vectors, diagnostics and plots"})
+    output: str = field(
+        metadata={"help": "folder for the vectors (with their diagnostics) and plots/"}
+    )
     model: str = field(
         default=DEFAULT_MODEL,
         metadata={"help": "model spec: Hub id, local folder, .gguf file or embedded:<name>"},
@@ -145,11 +147,14 @@ def main(argv) -> int:
         else max(diag, key=lambda k: (diag[k]["accuracy"], diag[k]["explained_variance"]))
     )
     out = Path(args.output)
-    # The vectors and their plots form one folder: a crash leaves the previous one whole.
+    # The vectors and their plots form one folder: a crash leaves the previous one whole. The
+    # plots live in plots/, replaced whole, so no plot of an earlier run stays behind.
     with atomic_folder(out) as tmp:
         vecs.write_files(tmp)
-        plot_layer_accuracy(vecs, tmp / "layer_accuracy.png")
-        plot_pca_scatter(model, tok, pairs, layer, position, tmp / f"pca_layer{layer}.png")
+        plot_layer_accuracy(vecs, tmp / "plots" / "layer_accuracy.png")
+        plot_pca_scatter(
+            model, tok, pairs, layer, position, tmp / "plots" / f"pca_layer{layer}.png"
+        )
     print(f"vectors for {len(vecs.layers)} layers written to {out}")
     for k in vecs.layers:
         print(
