@@ -110,6 +110,12 @@ class SteeredModel:
     tools such as lm-eval's ``HFLM`` accept it. As a context manager it steers the wrapped
     model itself for the duration of the block; leaving it restores the model exactly.
 
+    Steering is inference: every call (and the ``with`` block) runs the model in eval mode and
+    gives each module its mode back afterwards, also on error, so dropout never makes two runs
+    disagree. Everything a call can get wrong (coefficient shape, position mask shape, offsets
+    without an attention mask, input or generation past the context) is refused before the
+    model runs. Negative layers count from the end.
+
     Example:
         >>> steered = SteeredModel(model, vectors, layers=[14], coefficient=0.2)
         >>> out = steered.generate(**batch, max_new_tokens=30)
