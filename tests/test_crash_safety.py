@@ -268,3 +268,42 @@ def test_crash_helper_counts_and_fails_every_later_operation(tmp_path):
     # Dead after the crash: the clean-up in `finally` could not remove the temp folder.
     assert any(p.name.startswith(".v.tmp-") for p in tmp_path.iterdir())
     assert _read_vectors(target)[0] == "v1"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="RepTuneTrainer.save_model must write the adapter and its reptune files as one folder",
+)
+def test_tuned_model_folder_survives_a_crash(tmp_path):
+    """The adapter, reptune_config.json and the vectors of one save belong together."""
+    from dist.rt_common import make_args, make_rows, random_vectors, tiny_model
+
+    from reptune.training import RepTuneTrainer
+
+    trainers = {}
+    for version in (1, 2):
+        model = tiny_model(lora=True, init_lora_weights=False, seed=version)
+        args = make_args(tmp_path / f"args{version}", rep_weight=float(version), rep_layers=[1])
+        trainers[version] = RepTuneTrainer(
+            model,
+            args,
+            vectors=random_vectors(32, [1], seed=version),
+            train_dataset=make_rows(4),
+            processing_class=make_tokenizer(),
+        )
+
+    def write(target, version):
+        trainers[version].save_model(str(target))
+
+    def read(target):
+        from safetensors.torch import load_file
+
+        recover_folder(target)
+        weights = load_file(str(target / "adapter_model.safetensors"))
+        config = read_json(target / "reptune_config.json")
+        vectors = SteeringVectors.load(target / "reptune_vectors")
+        version = int(config["rep_weight"])
+        assert torch.equal(vectors[1], random_vectors(32, [1], seed=version)[1])
+        return version, round(sum(float(w.sum()) for w in weights.values()), 4)
+
+    _check_every_crash_point(tmp_path, "tuned", write, read)
