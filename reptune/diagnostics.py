@@ -13,6 +13,7 @@ import torch  # noqa: E402
 
 from .extract import read_activations  # noqa: E402
 from .hooks import Positions  # noqa: E402
+from .io import atomic_write  # noqa: E402
 from .pairs import ContrastivePair  # noqa: E402
 from .vectors import SteeringVectors  # noqa: E402
 
@@ -20,13 +21,11 @@ __all__ = ["plot_layer_accuracy", "plot_pca_scatter"]
 
 
 def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+    return Path(path)
 
 
 def plot_layer_accuracy(vectors: SteeringVectors, path: str | Path) -> Path:

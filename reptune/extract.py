@@ -8,17 +8,23 @@ for PCA and the diagnostics.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
-from .hooks import Positions, forward_until, recording, validate_positions
+from .aggregators import (
+    LayerStats,
+    NormSample,
+    Reservoir,
+    check_direction_exists,
+    first_component,
+    layer_diagnostics,
+)
+from .hooks import Positions, eval_mode, forward_until, recording, validate_positions
 from .layers import check_layers, model_device, num_layers
 from .pairs import ContrastivePair, fingerprint, validate_pairs
-from .tokenization import context_length, encode_batch
+from .tokenization import context_length, pad_batch, pad_token_id, tokenize_texts
 from .vectors import SteeringVectors
 
 __all__ = [
@@ -26,6 +32,7 @@ __all__ = [
     "extract_vectors",
     "read_activations",
     "measure_residual_norms",
+    "check_text_positions",
     "layer_diagnostics",
     "Reservoir",
 ]
@@ -33,18 +40,71 @@ __all__ = [
 METHODS = ("mean_diff", "pca_diff", "pca_center")
 
 
-def _forward(model, tokenizer, texts, layers, position, layer_path):
-    """One left-padded batch run up to the deepest layer; the batch and the recorder."""
-    batch = encode_batch(
-        tokenizer,
-        texts,
-        max_length=context_length(model),
-        device=model_device(model),
-        position_ids=True,
-    )
+def _offsets(position: Positions) -> list[int] | None:
+    if isinstance(position, int):
+        return [position]
+    return list(position) if isinstance(position, (list, tuple, range)) else None
+
+
+def check_text_positions(position: Positions, lengths: Sequence[int], name=None) -> None:
+    """Raise before any forward pass unless ``position`` selects a token of every text.
+
+    Texts are read whole, so offsets count back from each text's last token (``-1``); ``0`` and
+    above, and ``"generated"``, would select nothing. ``lengths`` are the texts' token counts.
+
+    Example:
+        >>> check_text_positions(-3, [5, 7])
+    """
+    name = name or "text #{}".format
+    if isinstance(position, torch.Tensor):
+        raise TypeError(
+            "a boolean position mask selects absolute columns of one padded batch, but "
+            "extraction pads each batch itself: pass offsets from the end of the text (-1 = last "
+            "token) or 'all'"
+        )
+    if position == "generated":
+        raise ValueError(
+            "positions='generated' selects nothing when reading whole texts: use 'all', "
+            "'prompt' or offsets from the end of the text (-1 = last token)"
+        )
+    offsets = _offsets(position)
+    if offsets is None:
+        return
+    past_end = [o for o in offsets if o >= 0]
+    if past_end:
+        raise ValueError(
+            f"position offsets {past_end} point past the end of the text: offsets count back "
+            "from each text's end, -1 being its last token"
+        )
+    need = min(-o for o in offsets)
+    short = [i for i, n in enumerate(lengths) if n < need]
+    if short:
+        raise ValueError(
+            f"position {position!r} falls before the first token of {len(short)} text(s) "
+            f"(first: {name(short[0])}, {lengths[short[0]]} tokens): the shortest text has "
+            f"{min(lengths)} tokens, so offsets must lie between -{min(lengths)} and -1"
+        )
+
+
+def _same_up_to_position(pos: list[int], neg: list[int], position: Positions) -> bool:
+    """Whether a causal model must give both token sequences the same activations there."""
+    offsets = _offsets(position)
+    if offsets is None:  # every token: the same only if the sequences are
+        return pos == neg
+    return all(pos[: len(pos) + o + 1] == neg[: len(neg) + o + 1] for o in offsets)
+
+
+def _run_ids(model, pad_id, ids, layers, position, layer_path):
+    """One left-padded batch of token ids run up to the deepest layer; the batch and recorder."""
+    batch = pad_batch(ids, pad_id, device=model_device(model), position_ids=True)
     rec, fns = recording(layers)
     forward_until(model, fns, position, layer_path=layer_path, **batch)
     return batch, rec
+
+
+def _check_batch_size(batch_size) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
 
 
 @torch.no_grad()
@@ -58,38 +118,20 @@ def read_activations(
 ) -> dict[int, torch.Tensor]:
     """Per-text activations ``{layer: (n, hidden)}`` (mean over the selected positions), float32.
 
-    Runs one left-padded batch and stops after the deepest layer.
+    Runs one left-padded batch in eval mode and stops after the deepest layer.
 
     Example:
         >>> acts = read_activations(model, tok, ["Hello"], layers=[2, 3], position=-1)
     """
-    _, rec = _forward(model, tokenizer, texts, layers, position, layer_path)
-    return {layer: rec.per_row_mean(layer).float() for layer in layers}
-
-
-class _NormSample:
-    """Uniform sample of at most ``capacity`` token norms from a stream (exact below it).
-
-    Each norm gets a random key and the ``capacity`` smallest keys are kept: a uniform sample
-    without replacement whatever the batch sizes, in O(capacity) per batch.
-    """
-
-    def __init__(self, capacity: int = 1 << 16, seed: int = 0):
-        self.capacity = capacity
-        self.values = torch.empty(0)
-        self.keys = torch.empty(0)
-        self._gen = torch.Generator().manual_seed(seed)
-
-    def add(self, norms: torch.Tensor) -> None:
-        norms = norms.detach().float().cpu().reshape(-1)
-        self.values = torch.cat([self.values, norms])
-        self.keys = torch.cat([self.keys, torch.rand(norms.numel(), generator=self._gen)])
-        if self.values.numel() > self.capacity:
-            keep = self.keys.topk(self.capacity, largest=False).indices
-            self.values, self.keys = self.values[keep], self.keys[keep]
-
-    def median(self) -> float:
-        return float(self.values.median())
+    position = validate_positions(position)
+    layers = [layers] if isinstance(layers, int) else list(layers)
+    n_layers = num_layers(model, layer_path)
+    layer_ids = check_layers(layers, n_layers)
+    ids = tokenize_texts(tokenizer, texts, max_length=context_length(model))
+    check_text_positions(position, [len(seq) for seq in ids])
+    with eval_mode(model):
+        _, rec = _run_ids(model, pad_token_id(tokenizer), ids, layer_ids, position, layer_path)
+    return {layer: rec.per_row_mean(layer % n_layers).float() for layer in layers}
 
 
 def _token_norms(rec, layer: int, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -117,73 +159,18 @@ def measure_residual_norms(
     """
     if not texts:
         raise ValueError("measure_residual_norms needs at least one text")
+    _check_batch_size(batch_size)
     layer_ids = check_layers(layers, num_layers(model, layer_path))
-    samples = {layer: _NormSample(seed=layer) for layer in layer_ids}
-    for start in range(0, len(texts), batch_size):
-        chunk = list(texts[start : start + batch_size])
-        batch, rec = _forward(model, tokenizer, chunk, layer_ids, "all", layer_path)
-        for layer in layer_ids:
-            samples[layer].add(_token_norms(rec, layer, batch["attention_mask"]))
+    ids = tokenize_texts(tokenizer, texts, max_length=context_length(model))
+    pad_id = pad_token_id(tokenizer)
+    samples = {layer: NormSample(seed=layer) for layer in layer_ids}
+    with eval_mode(model):
+        for start in range(0, len(ids), batch_size):
+            chunk = ids[start : start + batch_size]
+            batch, rec = _run_ids(model, pad_id, chunk, layer_ids, "all", layer_path)
+            for layer in layer_ids:
+                samples[layer].add(_token_norms(rec, layer, batch["attention_mask"]))
     return {layer: samples[layer].median() for layer in layer_ids}
-
-
-class Reservoir:
-    """Uniform sample of at most ``capacity`` rows from a stream (exact below capacity)."""
-
-    def __init__(self, capacity: int, seed: int = 0):
-        self.capacity = capacity
-        self.rows: list[torch.Tensor] = []
-        self.seen = 0
-        self._rng = random.Random(seed)
-
-    def add(self, rows: torch.Tensor) -> None:
-        for row in rows:
-            self.seen += 1
-            if len(self.rows) < self.capacity:
-                self.rows.append(row.clone())
-            else:
-                slot = self._rng.randrange(self.seen)
-                if slot < self.capacity:
-                    self.rows[slot] = row.clone()
-
-    def tensor(self) -> torch.Tensor:
-        return torch.stack(self.rows)
-
-
-@dataclass
-class _LayerStats:
-    diff_sum: torch.Tensor
-    pos: Reservoir
-    neg: Reservoir
-
-
-def _first_component(x: torch.Tensor, center: bool) -> tuple[torch.Tensor, float]:
-    """Top principal direction of the rows of ``x`` and its explained-variance ratio."""
-    if center:
-        x = x - x.mean(0, keepdim=True)
-    if x.shape[0] < 2 and center:
-        raise ValueError("pca_diff needs at least 2 pairs; use mean_diff for a single pair")
-    _, s, vh = torch.linalg.svd(x.double(), full_matrices=False)
-    ratio = float(s[0] ** 2 / (s**2).sum()) if s.sum() > 0 else 0.0
-    return vh[0].float(), ratio
-
-
-def layer_diagnostics(pos: torch.Tensor, neg: torch.Tensor, vector: torch.Tensor) -> dict:
-    """Separation accuracy, explained variance and projection gap of one layer's pairs.
-
-    ``accuracy``: fraction of pairs whose positive member projects higher on ``vector``;
-    ``explained_variance``: share of the pair differences' energy along ``vector``.
-    """
-    unit = vector / vector.norm()
-    diffs = pos - neg
-    proj = diffs @ unit
-    energy = (diffs**2).sum()
-    return {
-        "accuracy": float((proj > 0).float().mean()),
-        "explained_variance": float((proj**2).sum() / energy) if energy > 0 else 0.0,
-        "projection_gap": float(proj.mean()),
-        "projection_gap_std": float(proj.std()) if len(proj) > 1 else 0.0,
-    }
 
 
 @torch.no_grad()
@@ -216,55 +203,36 @@ def extract_vectors(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: use one of {METHODS}")
-    validate_positions(position)
+    position = validate_positions(position)
     validate_pairs(pairs)
+    pairs = list(pairs)
     n_layers = num_layers(model, layer_path)
     layer_ids = check_layers(range(n_layers) if layers is None else layers, n_layers)
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
-    stats: dict[int, _LayerStats] = {}
-    norm_samples = {layer: _NormSample(seed=layer) for layer in layer_ids}
-    # One batch holds the positives and negatives of `batch_size` pairs.
-    starts = range(0, len(pairs), batch_size)
-    for start in tqdm(starts, desc="extracting", disable=not progress, unit="batch"):
-        chunk = pairs[start : start + batch_size]
-        texts = [p.positive for p in chunk] + [p.negative for p in chunk]
-        batch, rec = _forward(model, tokenizer, texts, layer_ids, position, layer_path)
-        for layer in layer_ids:
-            # The residual norms ride along at no extra forward pass: they define the
-            # "residual_norm" coefficient unit of these vectors.
-            norm_samples[layer].add(_token_norms(rec, layer, batch["attention_mask"]))
-            act = rec.per_row_mean(layer).float().to("cpu")
-            pos, neg = act[: len(chunk)], act[len(chunk) :]
-            if layer not in stats:
-                stats[layer] = _LayerStats(
-                    torch.zeros(act.shape[1], dtype=torch.float64),
-                    Reservoir(max_pairs_in_memory, seed=layer),
-                    Reservoir(max_pairs_in_memory, seed=layer),
-                )
-            st = stats[layer]
-            st.diff_sum += (pos - neg).double().sum(0)
-            # Same seed for both reservoirs keeps positives and negatives aligned.
-            st.pos.add(pos)
-            st.neg.add(neg)
+    _check_batch_size(batch_size)
+    if method == "pca_diff" and len(pairs) < 2:
+        raise ValueError("pca_diff needs at least 2 pairs; use mean_diff for a single pair")
+    if not isinstance(max_pairs_in_memory, int) or max_pairs_in_memory < 2:
+        raise ValueError(f"max_pairs_in_memory must be an int >= 2, got {max_pairs_in_memory!r}")
+    pos_ids, neg_ids = _tokenize_pairs(model, tokenizer, pairs, position)
+    with eval_mode(model):
+        stats, norm_samples = _collect(
+            model, pad_token_id(tokenizer), pos_ids, neg_ids, layer_ids, position, layer_path,
+            batch_size, max_pairs_in_memory, progress,
+        )  # fmt: skip
     vectors, diagnostics = {}, {}
     for layer in layer_ids:
         st = stats[layer]
         pos, neg = st.pos.tensor(), st.neg.tensor()
         diffs = pos - neg
+        mean = (st.diff_sum / len(pairs)).float()
+        check_direction_exists(layer, method, position, pos, neg, mean)
         if method == "mean_diff":
-            vec = (st.diff_sum / len(pairs)).float()
-            pc_ratio = None
+            vec, pc_ratio = mean, None
         elif method == "pca_diff":
-            vec, pc_ratio = _first_component(diffs, center=True)
+            vec, pc_ratio = first_component(diffs, center=True)
         else:
             mid = (pos + neg) / 2
-            vec, pc_ratio = _first_component(torch.cat([pos - mid, neg - mid]), center=False)
-        if not torch.isfinite(vec).all() or vec.norm() == 0:
-            raise ValueError(
-                f"layer {layer}: the extracted direction is zero or not finite; the pairs may not "
-                "differ at the chosen position"
-            )
+            vec, pc_ratio = first_component(torch.cat([pos - mid, neg - mid]), center=False)
         # Sign vote: the positive member should project higher in most pairs.
         if (diffs @ vec > 0).float().mean() < 0.5:
             vec = -vec
@@ -279,7 +247,7 @@ def extract_vectors(
     metadata = SteeringVectors.describe_model(model)
     metadata.update(
         method=method,
-        position=position if not isinstance(position, torch.Tensor) else "mask",
+        position=position,
         normalized=normalize,
         num_pairs=len(pairs),
         data_fingerprint=fingerprint(pairs),
@@ -287,3 +255,56 @@ def extract_vectors(
         residual_norms={layer: norm_samples[layer].median() for layer in layer_ids},
     )
     return SteeringVectors(vectors, metadata)
+
+
+def _tokenize_pairs(model, tokenizer, pairs, position) -> tuple[list, list]:
+    """Token ids of every positive and negative text, checked before the first batch runs."""
+    limit = context_length(model)
+    pos = tokenize_texts(
+        tokenizer, [p.positive for p in pairs], max_length=limit, name="pair {} (positive)".format
+    )
+    neg = tokenize_texts(
+        tokenizer, [p.negative for p in pairs], max_length=limit, name="pair {} (negative)".format
+    )
+    check_text_positions(position, [len(x) for x in pos], "pair {} (positive)".format)
+    check_text_positions(position, [len(x) for x in neg], "pair {} (negative)".format)
+    if all(_same_up_to_position(a, b, position) for a, b in zip(pos, neg)):
+        raise ValueError(
+            f"every pair's positive and negative texts have the same tokens up to position "
+            f"{position!r}, so the model gives them the same activations there: read a position "
+            "at or after the first token where they differ (-1 = the last token)"
+        )
+    return pos, neg
+
+
+def _collect(
+    model, pad_id, pos_ids, neg_ids, layer_ids, position, layer_path, batch_size, capacity,
+    progress,
+):  # fmt: skip
+    """Stream the pairs through the model; per-layer running sums, reservoirs and norm samples."""
+    stats: dict[int, LayerStats] = {}
+    norm_samples = {layer: NormSample(seed=layer) for layer in layer_ids}
+    # One batch holds the positives and negatives of `batch_size` pairs.
+    starts = range(0, len(pos_ids), batch_size)
+    for start in tqdm(starts, desc="extracting", disable=not progress, unit="batch"):
+        n = len(pos_ids[start : start + batch_size])
+        ids = pos_ids[start : start + n] + neg_ids[start : start + n]
+        batch, rec = _run_ids(model, pad_id, ids, layer_ids, position, layer_path)
+        for layer in layer_ids:
+            # The residual norms ride along at no extra forward pass: they define the
+            # "residual_norm" coefficient unit of these vectors.
+            norm_samples[layer].add(_token_norms(rec, layer, batch["attention_mask"]))
+            act = rec.per_row_mean(layer).float().to("cpu")
+            pos, neg = act[:n], act[n:]
+            if layer not in stats:
+                stats[layer] = LayerStats(
+                    torch.zeros(act.shape[1], dtype=torch.float64),
+                    Reservoir(capacity, seed=layer),
+                    Reservoir(capacity, seed=layer),
+                )
+            st = stats[layer]
+            st.diff_sum += (pos - neg).double().sum(0)
+            # Same seed for both reservoirs keeps positives and negatives aligned.
+            st.pos.add(pos)
+            st.neg.add(neg)
+    return stats, norm_samples

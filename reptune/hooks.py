@@ -3,21 +3,13 @@
 Extraction, steering and training all go through :func:`intervene`. Positions are *absolute*:
 each forward call is located inside its sequence from the 2-D attention mask and the KV-cache
 length, so a decode step that feeds one token still knows whether that token is part of the prompt
-or was generated, and a left-padded row never counts its padding.
-
-Position language (``positions=``):
-
-- ``"all"``: every real (non-padding) token;
-- ``"prompt"``: real tokens of the prompt;
-- ``"generated"``: tokens after the prompt (those produced by ``generate``);
-- an int or a sequence of ints: offsets from the end of the prompt, ``-1`` being the last prompt
-  token and ``0`` the first generated one (``[-7]`` is "7 tokens before the end of the prompt");
-- a boolean tensor ``(batch, seq)`` or ``(seq,)`` over absolute columns (the columns of the
-  attention mask); columns past its end are not selected.
+or was generated, and a padded row never counts its padding. The position language is described
+in :mod:`reptune.positions`.
 
 The prompt of a forward call without a KV cache is the whole input, unless a prompt length is set
-(``SteeredModel.generate`` sets it to the input length). Calls that continue a cache keep the
-prompt length of the call that started it.
+(``SteeredModel.generate`` sets it to the input length); each row's prompt ends after its last
+real token inside that span, so right-padded rows count offsets from their own end. Calls that
+continue a cache keep the prompt ends of the call that started it.
 """
 
 from __future__ import annotations
@@ -25,12 +17,19 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .layers import LAYER_PATHS, _get_path, check_layers, find_layers, unwrap_model
+from .positions import (
+    CallPositions,
+    Positions,
+    check_call,
+    prompt_ends,
+    resolve_positions,
+    validate_positions,
+)
 
 __all__ = [
     "Positions",
@@ -40,18 +39,17 @@ __all__ = [
     "AblateVector",
     "Recorder",
     "StopForward",
+    "eval_mode",
     "intervene",
     "forward_until",
     "resolve_positions",
     "recording",
 ]
 
-Positions = str | int | Sequence[int] | torch.Tensor
 #: An intervention receives the block output ``(batch, q, hidden)``, the boolean mask of selected
 #: positions ``(batch, q)`` and the call's :class:`CallPositions`; it returns a new output or None.
 Intervention = Callable[[torch.Tensor, torch.Tensor, "CallPositions"], torch.Tensor | None]
 
-_NAMED_POSITIONS = ("all", "prompt", "generated")
 _PROMPT_END_ATTR = "_reptune_prompt_end"
 
 
@@ -59,98 +57,43 @@ class StopForward(Exception):
     """Raised after the deepest needed layer so the rest of the model never runs."""
 
 
-@dataclass
-class CallPositions:
-    """Where the tokens of one forward call sit in their sequences.
+@contextmanager
+def eval_mode(model) -> Iterator[None]:
+    """Put every module of ``model`` in eval mode for the block; restore each one's mode after.
 
-    ``columns``: absolute column of each current token ``(q,)``; ``real``: non-padding mask of the
-    current tokens ``(batch, q)``; ``prompt_end``: per-row column where the prompt ends
-    (exclusive) ``(batch,)``.
+    Reading activations and steering are inference: dropout would make two runs on the same
+    inputs disagree. The mode of each submodule is restored on exit, also on error. A
+    :class:`~reptune.steering.SteeredModel` (or another reptune wrapper) is seen through.
+
+    Example:
+        >>> model.train()
+        >>> with eval_mode(model):
+        ...     vecs = extract_vectors(model, tok, pairs)  # deterministic
+        >>> model.training
+        True
     """
-
-    columns: torch.Tensor
-    real: torch.Tensor
-    prompt_end: torch.Tensor
-    past_length: int
-    _masks: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def batch_size(self) -> int:
-        return self.real.shape[0]
-
-    def select(self, positions: Positions) -> torch.Tensor:
-        """Boolean ``(batch, q)`` mask of the current tokens selected by ``positions``."""
-        key = positions if isinstance(positions, (str, int, tuple)) else id(positions)
-        if key not in self._masks:
-            self._masks[key] = resolve_positions(positions, self)
-        return self._masks[key]
-
-
-def resolve_positions(positions: Positions, call: CallPositions) -> torch.Tensor:
-    """Turn a position spec into a ``(batch, q)`` boolean mask for one forward call."""
-    cols = call.columns.unsqueeze(0)  # (1, q)
-    end = call.prompt_end.unsqueeze(1)  # (batch, 1)
-    if isinstance(positions, str):
-        if positions == "all":
-            return call.real
-        if positions == "prompt":
-            return call.real & (cols < end)
-        if positions == "generated":
-            return call.real & (cols >= end)
-        raise ValueError(
-            f"unknown positions {positions!r}: use one of {_NAMED_POSITIONS}, an int offset from "
-            "the end of the prompt (-1 = last prompt token), a list of offsets, or a boolean mask"
-        )
-    if isinstance(positions, torch.Tensor) and positions.dtype == torch.bool:
-        mask = positions.to(call.real.device)
-        if mask.dim() == 1:
-            mask = mask.unsqueeze(0).expand(call.batch_size, -1)
-        if mask.dim() != 2 or mask.shape[0] != call.batch_size:
-            raise ValueError(
-                f"position mask has shape {tuple(positions.shape)}; expected (seq,) or "
-                f"(batch={call.batch_size}, seq) over absolute columns"
-            )
-        width = mask.shape[1]
-        idx = call.columns.clamp(max=max(width - 1, 0))
-        picked = mask[:, idx] if width else torch.zeros_like(call.real)
-        return picked & (call.columns < width).unsqueeze(0) & call.real
-    if isinstance(positions, int) and not isinstance(positions, bool):
-        positions = [positions]
-    if isinstance(positions, torch.Tensor):
-        positions = positions.tolist()
-    if isinstance(positions, Sequence) and all(
-        isinstance(p, int) and not isinstance(p, bool) for p in positions
-    ):
-        if not positions:
-            raise ValueError("empty list of position offsets")
-        offsets = torch.tensor(list(positions), device=cols.device)
-        wanted = end.unsqueeze(-1) + offsets.view(1, 1, -1)  # (batch, 1, k)
-        hit = (cols.unsqueeze(-1) == wanted).any(-1)
-        return hit & call.real
-    raise TypeError(f"cannot interpret positions={positions!r}")
-
-
-def validate_positions(positions: Positions) -> None:
-    """Raise early (before any forward pass) for a malformed position spec."""
-    if isinstance(positions, str) and positions not in _NAMED_POSITIONS:
-        raise ValueError(
-            f"unknown positions {positions!r}: use one of {_NAMED_POSITIONS}, an int offset, a "
-            "list of offsets or a boolean mask"
-        )
-    if isinstance(positions, torch.Tensor) and positions.dtype != torch.bool:
-        if positions.dim() != 1:
-            raise ValueError("a position tensor must be boolean (a mask) or 1-D integer offsets")
-    if isinstance(positions, (list, tuple)) and not positions:
-        raise ValueError("empty list of position offsets")
+    while not isinstance(model, nn.Module) and getattr(model, "_reptune_wrapped", None) is not None:
+        model = model._reptune_wrapped
+    training = [m for m in model.modules() if m.training] if isinstance(model, nn.Module) else []
+    for module in training:
+        module.training = False
+    try:
+        yield
+    finally:
+        for module in training:
+            module.training = True
 
 
 class _CallTracker:
     """Pre-hook on the decoder backbone that locates each forward call in its sequences."""
 
-    def __init__(self, backbone: nn.Module, prompt_length: int | torch.Tensor | None):
+    def __init__(
+        self, backbone: nn.Module, prompt_length: int | torch.Tensor | None, positions: Positions
+    ):
         self.signature = inspect.signature(backbone.forward)
         self.prompt_length = prompt_length
-        self.last_prompt_length: int | None = None
+        self.positions = positions
+        self.last_prompt_end: torch.Tensor | None = None
         self.current: CallPositions | None = None
 
     def __call__(self, module, args, kwargs):
@@ -170,23 +113,31 @@ class _CallTracker:
         device = ref.device
         mask = bound.get("attention_mask")
         cache = bound.get("past_key_values")
-        if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+        has_mask = isinstance(mask, torch.Tensor) and mask.dim() == 2
+        # Raised here, before any decoder block runs, for calls made on the hooked model itself.
+        check_call(self.positions, batch, has_mask)
+        if has_mask:
             past = mask.shape[1] - q
             real = mask[:, past:].bool()
         else:
             past = int(cache.get_seq_length()) if hasattr(cache, "get_seq_length") else 0
             real = torch.ones(batch, q, dtype=torch.bool, device=device)
-        if self.prompt_length is not None:
-            end = self.prompt_length
-        elif past == 0:
-            end = q
-            self.last_prompt_length = q
+        end = self.prompt_length
+        if isinstance(end, torch.Tensor):
+            pass  # explicit per-row prompt ends
+        elif end is not None or past == 0:
+            limit = q if end is None else int(end)
+            # Each row's prompt ends after its last real token: a right-padded row counts its
+            # offsets from its own end, not from the padded width.
+            end = prompt_ends(mask, limit) if has_mask else torch.full((batch,), limit)
+            if past == 0:
+                self.last_prompt_end = end
         else:
-            # The prompt end travels with the KV cache, so a decode step run in another call (or
+            # The prompt ends travel with the KV cache, so a decode step run in another call (or
             # another context) still counts positions from the same prompt.
             end = getattr(cache, _PROMPT_END_ATTR, None)
             if end is None:
-                end = self.last_prompt_length if self.last_prompt_length is not None else past
+                end = self.last_prompt_end if self.last_prompt_end is not None else past
         if past == 0 and cache is not None:
             try:
                 setattr(cache, _PROMPT_END_ATTR, end)
@@ -258,12 +209,12 @@ def intervene(
         ...     model(**batch)
         >>> rec.per_row_mean(3).shape  # (batch, hidden)
     """
-    validate_positions(positions)
+    positions = validate_positions(positions)
     backbone, layers = _backbone(model, layer_path)
     layer_ids = check_layers(list(interventions), len(layers))
     deepest = max(layer_ids)
     by_index = {(i + len(layers) if i < 0 else i): fn for i, fn in interventions.items()}
-    tracker = _CallTracker(backbone, prompt_length)
+    tracker = _CallTracker(backbone, prompt_length, positions)
     handles = []
     try:
         handles.append(backbone.register_forward_pre_hook(tracker, with_kwargs=True))
@@ -341,6 +292,13 @@ class AblateVector:
     """
 
     def __init__(self, vector: torch.Tensor):
+        norm = float(vector.detach().float().norm())
+        if not norm > 0 or norm == float("inf"):
+            # A zero direction would divide by zero and turn every ablated position into NaN.
+            raise ValueError(
+                f"cannot ablate a vector of norm {norm}: it has no direction to project out; "
+                "re-extract it or leave that layer out"
+            )
         self.vector = vector
 
     def __call__(self, hidden, mask, call):

@@ -140,6 +140,12 @@ def resolve_model_path(spec: str, cache_dir: str | os.PathLike[str] | None = Non
         >>> resolve_model_path("HuggingFaceTB/SmolLM2-135M-Instruct")
         'HuggingFaceTB/SmolLM2-135M-Instruct'
     """
+    if not isinstance(spec, str) or not spec.strip():
+        # Path("") is the current folder: an empty spec would load whatever is there.
+        raise ValueError(
+            f"model spec must name a Hub id, a local folder, a .gguf file or embedded:<name>, "
+            f"got {spec!r}"
+        )
     if spec.startswith(_EMBEDDED_PREFIX):
         return str(_converted_gguf(embedded_model_file(spec[len(_EMBEDDED_PREFIX) :]), cache_dir))
     path = Path(spec).expanduser()
@@ -175,6 +181,7 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_model_options(spec, dtype)
     torch_dtype = _parse_dtype(dtype)
     path = resolve_model_path(spec, cache_dir=cache_dir)
     kwargs: dict = {"trust_remote_code": trust_remote_code}
@@ -191,6 +198,31 @@ def load_model(
         model.to(device)
     _ensure_pad_token(tokenizer, model)
     return model, tokenizer
+
+
+def check_model_options(spec: str, dtype: str | torch.dtype = torch.float32) -> None:
+    """Raise for a model spec or dtype that cannot load, without loading or converting anything.
+
+    Commands call it before any other work, so a typo fails at once.
+
+    Example:
+        >>> check_model_options("embedded:smollm2-135m", "bfloat16")
+    """
+    _parse_dtype(dtype)
+    if not isinstance(spec, str) or not spec.strip():
+        resolve_model_path(spec)  # raises with the message
+    if spec.startswith(_EMBEDDED_PREFIX):
+        embedded_model_file(spec[len(_EMBEDDED_PREFIX) :])
+        return
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not path.is_dir() and path.suffix.lower() != ".gguf":
+            raise ValueError(
+                f"Cannot load a model from {spec!r}: expected a folder or a .gguf file."
+            )
+        return
+    if not _looks_like_hub_id(spec):
+        raise FileNotFoundError(f"Model path {spec!r} does not exist.")
 
 
 def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype | str:

@@ -59,7 +59,15 @@ def format_chat(tokenizer, user: str, answer: str = "", system: str | None = Non
     return prompt + answer
 
 
+def _require_file(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    return path
+
+
 def _read_json_list(path: Path) -> list:
+    _require_file(path, "pairs file")
     try:
         data = json.loads(Path(path).read_text())
     except json.JSONDecodeError as err:
@@ -91,6 +99,11 @@ def load_caa_pairs(
                 f"{path} row {i} lacks {err}: CAA rows need question, answer_matching_behavior and "
                 "answer_not_matching_behavior"
             ) from err
+        if not all(isinstance(x, str) for x in (question, pos, neg)):
+            raise ValueError(
+                f"{path} row {i}: question and answers must be strings, got "
+                f"{type(question).__name__}, {type(pos).__name__}, {type(neg).__name__}"
+            )
         pos, neg = pos.strip().rstrip(")"), neg.strip().rstrip(")")
         texts = [format_chat(tokenizer, question, answer, system) for answer in (pos, neg)]
         pairs.append(ContrastivePair(*texts, {"source": str(path), "index": i}))
@@ -104,32 +117,44 @@ def load_jsonl_pairs(path: str | Path) -> list[ContrastivePair]:
         >>> pairs = load_jsonl_pairs("my_pairs.jsonl")
     """
     pairs = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+    text = _require_file(path, "pairs file").read_text(encoding="utf-8-sig")
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            pairs.append(
-                ContrastivePair(
-                    row["positive"],
-                    row["negative"],
-                    {k: v for k, v in row.items() if k not in ("positive", "negative")},
-                )
-            )
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            pos, neg = row["positive"], row["negative"]
+            meta = {k: v for k, v in row.items() if k not in ("positive", "negative")}
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
             raise ValueError(
                 f"{path} line {n}: expected a JSON object with 'positive' and 'negative' ({err})"
             ) from err
+        if not (isinstance(pos, str) and isinstance(neg, str) and pos and neg):
+            raise ValueError(
+                f"{path} line {n}: 'positive' and 'negative' must be non-empty strings, got "
+                f"{pos!r:.40} and {neg!r:.40}"
+            )
+        pairs.append(ContrastivePair(pos, neg, meta))
+    if not pairs:
+        raise ValueError(f"{path} holds no pairs: write one JSON object per line")
     return pairs
 
 
 def validate_pairs(pairs: Sequence[ContrastivePair]) -> None:
     """Raise a clear error for empty data, unpaired or identical texts."""
+    if isinstance(pairs, ContrastivePair):
+        raise TypeError("pass a list of ContrastivePair, not a single pair: [pair]")
     if not pairs:
         raise ValueError("no contrastive pairs given: pass at least one (positive, negative) pair")
     for i, pair in enumerate(pairs):
         if not isinstance(pair, ContrastivePair):
             raise TypeError(f"pair {i} is a {type(pair).__name__}, not a ContrastivePair")
+        for side in ("positive", "negative"):
+            if not isinstance(getattr(pair, side), str):
+                raise TypeError(
+                    f"pair {i} has a {type(getattr(pair, side)).__name__} as its {side} text, "
+                    "not a string"
+                )
         if not pair.positive or not pair.negative:
             raise ValueError(f"pair {i} has an empty positive or negative text (unpaired data?)")
         if pair.positive == pair.negative:

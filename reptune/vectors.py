@@ -90,10 +90,25 @@ class SteeringVectors:
     def __post_init__(self):
         if not self.vectors:
             raise ValueError("SteeringVectors needs at least one layer")
+        if not isinstance(self.vectors, dict):
+            raise TypeError(
+                f"vectors must be a {{layer: tensor}} dict, got {type(self.vectors).__name__}"
+            )
+        if not isinstance(self.metadata, dict):
+            raise TypeError(f"metadata must be a dict, got {type(self.metadata).__name__}")
         sizes = set()
         for layer, vec in self.vectors.items():
-            if not isinstance(layer, int) or layer < 0:
+            if not isinstance(layer, int) or isinstance(layer, bool) or layer < 0:
                 raise ValueError(f"layer keys must be non-negative ints, got {layer!r}")
+            if not isinstance(vec, torch.Tensor):
+                raise TypeError(
+                    f"vector for layer {layer} is a {type(vec).__name__}, not a torch.Tensor"
+                )
+            if not vec.is_floating_point():
+                raise TypeError(
+                    f"vector for layer {layer} has dtype {vec.dtype}; want a floating-point "
+                    "tensor (use .float())"
+                )
             if vec.dim() != 1:
                 raise ValueError(f"vector for layer {layer} has shape {tuple(vec.shape)}; want 1-D")
             if not torch.isfinite(vec).all():
@@ -139,7 +154,17 @@ class SteeringVectors:
         return SteeringVectors({k: self.vectors[k] for k in layers}, dict(self.metadata))
 
     def normalized(self) -> SteeringVectors:
-        """Unit-norm copy."""
+        """Unit-norm copy; a zero vector has no direction and raises.
+
+        Example:
+            >>> unit = vecs.normalized()
+        """
+        zero = [k for k in self.layers if not float(self.vectors[k].norm()) > 0]
+        if zero:
+            raise ValueError(
+                f"the vector of layers {zero} is zero, so it has no direction to normalise: "
+                "re-extract it or select other layers"
+            )
         return SteeringVectors(
             {k: v / v.norm() for k, v in self.vectors.items()}, dict(self.metadata)
         )
@@ -236,6 +261,22 @@ class SteeringVectors:
         checksum of the tensors.
         """
         directory = Path(directory)
+        with atomic_folder(directory) as tmp:
+            self.write_files(tmp)
+        return directory
+
+    def write_files(self, folder: str | Path) -> None:
+        """Write the two files into ``folder`` as they are, for a folder being built whole.
+
+        :meth:`save` is this inside :func:`reptune.io.atomic_folder`; call it yourself to put
+        other files (plots, a card) into the same atomic folder.
+
+        Example:
+            >>> with atomic_folder("runs/v") as tmp:
+            ...     vecs.write_files(tmp)
+            ...     plot_layer_accuracy(vecs, tmp / "layer_accuracy.png")
+        """
+        folder = Path(folder)
         tensors = {f"layer.{k}": v.detach().cpu().contiguous() for k, v in self.vectors.items()}
         meta = dict(self.metadata)
         meta.update(
@@ -245,10 +286,8 @@ class SteeringVectors:
         )
         meta.setdefault("reptune_version", __version__)
         text = json.dumps(meta, indent=2, sort_keys=True, default=str)
-        with atomic_folder(directory) as tmp:
-            save_file(tensors, str(tmp / VECTORS_FILE))
-            (tmp / METADATA_FILE).write_text(text)
-        return directory
+        save_file(tensors, str(folder / VECTORS_FILE))
+        (folder / METADATA_FILE).write_text(text)
 
     @classmethod
     def load(cls, directory: str | Path, model=None, device=None) -> SteeringVectors:
@@ -267,8 +306,13 @@ class SteeringVectors:
                 )
         try:
             meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{meta_path} is not valid JSON ({err}); re-save the vectors") from err
+        if not isinstance(meta, dict):
+            raise ValueError(
+                f"{meta_path} holds a JSON {type(meta).__name__}, not the object that "
+                "SteeringVectors.save writes; re-save the vectors"
+            )
         try:
             raw = load_file(str(tensor_path), device="cpu")
         except Exception as err:  # safetensors raises its own error types
@@ -277,21 +321,48 @@ class SteeringVectors:
             ) from err
         vectors = {}
         for key, value in raw.items():
-            if not key.startswith("layer."):
-                raise ValueError(f"unexpected tensor {key!r} in {tensor_path}")
-            vectors[int(key.split(".", 1)[1])] = value
+            prefix, _, index = key.partition(".")
+            if prefix != "layer" or not index.isdigit():
+                raise ValueError(
+                    f"unexpected tensor {key!r} in {tensor_path}: expected layer.<index>"
+                )
+            vectors[int(index)] = value
+        if not vectors:
+            raise ValueError(f"{tensor_path} holds no vectors; re-save them")
         expected = meta.get("tensors_sha256")
         if expected and expected != _digest(vectors):
             raise ValueError(
                 f"{tensor_path} does not match the checksum in {meta_path}: the files come from "
                 "different saves or were modified; re-save the vectors"
             )
+        if "layers" in meta and meta["layers"] != sorted(vectors):
+            raise ValueError(
+                f"{meta_path} lists layers {meta['layers']} but {tensor_path} holds "
+                f"{sorted(vectors)}: the files come from different saves; re-save the vectors"
+            )
         for key in ("format_version", "layers", "tensors_sha256"):
             meta.pop(key, None)
         for key in ("diagnostics", "residual_norms"):  # JSON turned the layer keys into strings
-            if isinstance(meta.get(key), dict):
-                meta[key] = {int(k): v for k, v in meta[key].items()}
-        vecs = cls(vectors, meta)
+            value = meta.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, dict) or not all(str(k).isdigit() for k in value):
+                raise ValueError(
+                    f"{meta_path}: {key!r} must map layer indices to values, got {value!r:.80}; "
+                    "re-save the vectors"
+                )
+            meta[key] = {int(k): v for k, v in value.items()}
+        norms = meta.get("residual_norms") or {}
+        bad = {k: v for k, v in norms.items() if not (isinstance(v, (int, float)) and v > 0)}
+        if bad:
+            raise ValueError(
+                f"{meta_path}: residual_norms must be positive numbers, got {bad}; re-save the "
+                "vectors or record the norms again with with_residual_norms"
+            )
+        try:
+            vecs = cls(vectors, meta)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{directory} holds invalid vectors: {err}") from err
         if model is not None:
             vecs.check_compatible(model)
         if device is not None:

@@ -114,16 +114,17 @@ def test_bad_inputs():
         extract_vectors(model, tok, PAIRS, layers=[1], method="median")
     with pytest.raises(ValueError, match="context"):
         extract_vectors(model, tok, [ContrastivePair("word " * 200, "other")], layers=[1])
-    with pytest.raises(ValueError, match="no selected positions"):
+    with pytest.raises(ValueError, match="falls before the first token"):
         extract_vectors(model, tok, PAIRS, layers=[1], position=[-500], progress=False)
 
 
-def test_tokenizer_without_pad_token_gets_eos():
+def test_tokenizer_without_pad_token_pads_with_eos_and_is_left_unchanged():
     tok = make_tokenizer()
     assert tok.pad_token is None
     batch = encode_batch(tok, ["a", "a b c"])
-    assert tok.pad_token == tok.eos_token
+    assert tok.pad_token is None  # the caller's tokenizer is not modified
     assert batch["attention_mask"][0].tolist()[0] == 0  # left padded
+    assert batch["input_ids"][0, 0] == tok.eos_token_id
 
 
 def test_diagnostic_plots_and_cli(tmp_path):

@@ -73,19 +73,25 @@ def load_claims(path: str | Path) -> list[Claim]:
         >>> claims = load_claims("../shared/data/repe/facts_true_false.csv")
     """
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"claims file {path} does not exist")
     if path.suffix == ".jsonl":
         rows = read_jsonl(path)
     else:
-        with path.open(newline="") as f:
+        with path.open(newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path} holds no claims")
     claims = []
     for i, row in enumerate(rows):
         if not isinstance(row, dict) or "statement" not in row or "label" not in row:
             raise ValueError(f"{path} row {i}: claims need 'statement' and 'label' columns")
+        if not isinstance(row["statement"], str) or not row["statement"].strip():
+            raise ValueError(f"{path} row {i}: the statement must be non-empty text")
         label = str(row["label"]).strip().lower()
         if label not in ("1", "0", "true", "false"):
             raise ValueError(f"{path} row {i}: label must be 1/0 or true/false, got {label!r}")
-        claims.append(Claim(str(row["statement"]).strip(), label in ("1", "true")))
+        claims.append(Claim(row["statement"].strip(), label in ("1", "true")))
     return claims
 
 

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import field
+from pathlib import Path
 
 from trl import TrlParser
 
-from ..vectors import COEFFICIENT_UNITS, DEFAULT_COEFFICIENT_UNIT
+from ..vectors import COEFFICIENT_UNITS, DEFAULT_COEFFICIENT_UNIT, check_coefficient_unit
 
-__all__ = ["parse", "coefficient_unit_field"]
+__all__ = [
+    "parse",
+    "coefficient_unit_field",
+    "check_at_least",
+    "check_finite",
+    "check_output_folder",
+    "load_vectors_option",
+]
 
 
 def coefficient_unit_field():
@@ -35,3 +44,85 @@ def parse(dataclass_types, argv, prog: str):
     """
     parser = TrlParser(dataclass_types, prog=prog)
     return parser.parse_args_and_config(list(argv))
+
+
+def check_at_least(name: str, value, low: int = 1) -> None:
+    """Raise unless the option ``--name`` is an int >= ``low`` (None passes).
+
+    Example:
+        >>> check_at_least("batch_size", 8)
+    """
+    if value is not None and (not isinstance(value, int) or value < low):
+        raise ValueError(f"--{name} must be an integer >= {low}, got {value!r}")
+
+
+def check_finite(name: str, values) -> None:
+    """Raise unless every value of the option ``--name`` is a finite number.
+
+    Example:
+        >>> check_finite("coefficients", [-0.1, 0.1])
+    """
+    values = values if isinstance(values, (list, tuple)) else [values]
+    bad = [v for v in values if not (isinstance(v, (int, float)) and math.isfinite(v))]
+    if bad:
+        raise ValueError(f"--{name} must be finite numbers, got {bad}")
+
+
+def check_output_folder(path: str | None, name: str = "output") -> None:
+    """Raise if ``--name`` names an existing file where a folder is to be written.
+
+    Example:
+        >>> check_output_folder("runs/eval")
+    """
+    if path is None or not str(path).strip():
+        raise ValueError(f"--{name} is empty: name the folder to write")
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"--{name} {path} is an existing file, not a folder: choose a folder")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--{name} {path}: {parent} is a file, not a folder")
+            break
+
+
+def load_vectors_option(
+    path: str,
+    layers=None,
+    *,
+    mode: str = "add",
+    coefficient_unit: str = DEFAULT_COEFFICIENT_UNIT,
+    normalize: bool = False,
+):
+    """Load ``--vectors`` and check ``--layers`` / the unit against it, before any model loads.
+
+    The caller checks the vectors against the model once it is loaded
+    (:meth:`~reptune.vectors.SteeringVectors.check_compatible`).
+
+    Example:
+        >>> vecs = load_vectors_option("runs/honesty/vectors", [12], coefficient_unit="raw")
+    """
+    from ..vectors import SteeringVectors
+
+    check_coefficient_unit(coefficient_unit)
+    if not path:
+        raise ValueError("--vectors is empty: name the folder written by `reptune extract`")
+    if not Path(path).is_dir():
+        raise FileNotFoundError(
+            f"vectors folder {path} does not exist (write one with `reptune extract`)"
+        )
+    vecs = SteeringVectors.load(path)
+    vecs = vecs.normalized() if normalize else vecs
+    chosen = vecs
+    if layers:
+        depth = vecs.metadata.get("num_layers")
+        if any(layer < 0 for layer in layers) and depth is None:
+            raise ValueError(f"--layers {layers}: the vectors do not record the model's depth")
+        # Negative layers count from the end, as everywhere in reptune.
+        chosen = vecs.select([layer + int(depth) if layer < 0 else layer for layer in layers])
+    if mode == "add":
+        chosen.check_unit(coefficient_unit, chosen.layers)
+    zero = [layer for layer in chosen.layers if not float(chosen[layer].norm()) > 0]
+    if zero:
+        raise ValueError(f"the vector of layers {zero} in {path} is zero: choose other --layers")
+    return vecs

@@ -113,6 +113,23 @@ def _check(args: EvalArguments) -> None:
         raise ValueError(f"unknown condition(s) {bad}: use {sorted(NAMED_CONDITIONS)}")
     if args.mode not in ("add", "ablate"):
         raise ValueError(f"--mode must be add or ablate, got {args.mode!r}")
+    from ..positions import validate_positions
+    from . import check_at_least, check_finite, check_output_folder
+
+    validate_positions(args.positions)
+    check_finite("coefficient", args.coefficient)
+    for name in ("batch_size", "max_new_tokens", "n_choices", "bootstrap_resamples"):
+        check_at_least(name, getattr(args, name))
+    for name in ("limit", "tasks_limit", "max_tokens"):
+        check_at_least(name, getattr(args, name), 0)
+    if args.perplexity:
+        check_at_least("window", args.window, 2)
+        check_at_least("stride", args.stride)
+        if args.stride > args.window:
+            raise ValueError(f"--stride {args.stride} is larger than --window {args.window}")
+    if args.vectors is None and (args.layers or args.mode == "ablate"):
+        raise ValueError("--layers and --mode steer with --vectors: give --vectors too")
+    check_output_folder(args.output)
     if args.tasks:
         from ..evaluation.capabilities import require_lm_eval
 
@@ -131,10 +148,13 @@ def main(argv) -> int:
     from ..behaviours.honesty import evaluate_honesty
     from ..evaluation.datasets import load_items
     from ..evaluation.loading import load_for_evaluation
+    from ..evaluation.perplexity import load_text
     from ..evaluation.plots import plot_rates
     from ..evaluation.report import Report
+    from ..models import check_model_options
+    from . import load_vectors_option
 
-    # Data first: a wrong path should fail before a model is loaded.
+    # Data and vectors first: a wrong path should fail before a model is loaded.
     sets = {
         set_name(src): load_items(
             src,
@@ -147,13 +167,26 @@ def main(argv) -> int:
         )
         for src in args.data
     }
+    text = None
+    if args.perplexity:
+        text = load_text(
+            args.perplexity, dataset_config=args.perplexity_config, split=args.perplexity_split
+        )
+    vecs = None
+    if args.vectors:
+        vecs = load_vectors_option(
+            args.vectors, args.layers, mode=args.mode, coefficient_unit=args.coefficient_unit
+        )
+    if args.reference_model:
+        check_model_options(args.reference_model, args.dtype)
+    check_model_options(args.model, args.dtype)
+
     model, tok = load_for_evaluation(args.model, args.adapter, args.dtype)
     evaluated, described = model, {"spec": args.model, "adapter": args.adapter}
-    if args.vectors:
+    if vecs is not None:
         from ..steering import SteeredModel
-        from ..vectors import SteeringVectors
 
-        vecs = SteeringVectors.load(args.vectors, model=model)
+        vecs.check_compatible(model)
         evaluated = SteeredModel(
             model,
             vecs,
@@ -205,12 +238,12 @@ def main(argv) -> int:
         for scorer in args.scorer:
             mine = [r for r in rows if r["scorer"] == scorer]
             sec.add_plot(
-                plot_rates(mine, out / "plots" / f"ab_{scorer}.png"),
+                plot_rates(mine, report.plot_path(f"ab_{scorer}.png")),
                 f"Target rate by set and condition ({scorer} scorer)",
             )
 
     if args.perplexity:
-        _perplexity(args, model, evaluated, tok, report)
+        _perplexity(args, model, evaluated, tok, report, text)
 
     if args.tasks:
         from ..evaluation.capabilities import capability_rows, evaluate_capabilities
@@ -234,13 +267,10 @@ def main(argv) -> int:
     return 0
 
 
-def _perplexity(args: EvalArguments, model, evaluated, tok, report) -> None:
+def _perplexity(args: EvalArguments, model, evaluated, tok, report, text: str) -> None:
     from ..evaluation.loading import load_for_evaluation
-    from ..evaluation.perplexity import compare_perplexity, load_text, perplexity
+    from ..evaluation.perplexity import compare_perplexity, perplexity
 
-    text = load_text(
-        args.perplexity, dataset_config=args.perplexity_config, split=args.perplexity_split
-    )
     kwargs = dict(window=args.window, stride=args.stride, max_tokens=args.max_tokens, progress=True)
     result = perplexity(evaluated, tok, text, **kwargs)
     rows = [

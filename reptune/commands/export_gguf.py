@@ -60,8 +60,10 @@ def main(argv: list[str]) -> int:
     )
     if not args.vectors_dir:
         raise ValueError("no vectors folder given: use `reptune export-gguf VECTORS`")
-    vectors = SteeringVectors.load(find_vectors_dir(args.vectors_dir))
     output = Path(args.output) if args.output else Path(args.vectors_dir) / DEFAULT_NAME
+    if output.is_dir():
+        raise ValueError(f"--output {output} is a folder: name the .gguf file to write")
+    vectors = SteeringVectors.load(find_vectors_dir(args.vectors_dir))
     path = export_control_vector(vectors, output, args.model_hint, layers=args.layers)
     print(path)
     return 0

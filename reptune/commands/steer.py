@@ -33,18 +33,41 @@ class SteerArguments:
     max_new_tokens: int = field(default=40, metadata={"help": "tokens to generate"})
 
 
+def _check(args: SteerArguments):
+    """Every option and the vectors, checked before the model loads; the vectors."""
+    from ..models import check_model_options
+    from ..positions import validate_positions
+    from ..steering import MODES
+    from . import check_at_least, check_finite, load_vectors_option
+
+    if args.mode not in MODES:
+        raise ValueError(f"unknown --mode {args.mode!r}: use one of {list(MODES)}")
+    validate_positions(args.positions)
+    if not args.prompt or not all(p.strip() for p in args.prompt):
+        raise ValueError("--prompt is empty: give one or more non-empty prompts")
+    if not args.coefficients:
+        raise ValueError("--coefficients is empty: give the coefficients to compare")
+    check_finite("coefficients", args.coefficients)
+    check_at_least("max_new_tokens", args.max_new_tokens)
+    vecs = load_vectors_option(
+        args.vectors, args.layers, mode=args.mode, coefficient_unit=args.coefficient_unit
+    )
+    check_model_options(args.model, args.dtype)
+    return vecs
+
+
 def main(argv) -> int:
     (args,) = parse((SteerArguments,), argv, "reptune steer")
+    vecs = _check(args)
     import torch
 
     from ..models import load_model
     from ..pairs import format_chat
     from ..steering import SteeredModel
     from ..tokenization import encode_batch
-    from ..vectors import SteeringVectors
 
     model, tok = load_model(args.model, dtype=args.dtype)
-    vecs = SteeringVectors.load(args.vectors, model=model)
+    vecs.check_compatible(model)
     steered = SteeredModel(
         model,
         vecs,

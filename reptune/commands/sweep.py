@@ -96,10 +96,22 @@ class SweepArguments:
 def _check(args: SweepArguments) -> None:
     from ..behaviours import resolve_conditions
     from ..evaluation.ab import SCORERS
+    from ..positions import validate_positions
+    from . import check_at_least, check_finite, check_output_folder
 
     if args.scorer not in SCORERS:
         raise ValueError(f"unknown scorer {args.scorer!r}: use {list(SCORERS)}")
     resolve_conditions(args.conditions)
+    validate_positions(args.positions)
+    if not args.coefficients and not args.ablate:
+        raise ValueError("--coefficients is empty: give the coefficients to sweep (or --ablate)")
+    check_finite("coefficients", args.coefficients)
+    check_finite("p0", args.p0)
+    for name in ("batch_size", "max_new_tokens", "n_choices"):
+        check_at_least(name, getattr(args, name))
+    for name in ("limit", "helpfulness_limit"):
+        check_at_least(name, getattr(args, name), 0)
+    check_output_folder(args.output)
     if args.tradeoff:
         if args.compare:
             raise ValueError("--tradeoff and --compare are separate studies: run them one by one")
@@ -128,11 +140,20 @@ def main(argv) -> int:
     _check(args)
     from ..behaviours import resolve_conditions
     from ..evaluation.datasets import load_items
-    from ..evaluation.loading import is_adapter_folder, load_for_evaluation, parse_named_specs
+    from ..evaluation.loading import (
+        check_model_folder,
+        is_adapter_folder,
+        load_for_evaluation,
+        parse_named_specs,
+    )
     from ..evaluation.report import Report
-    from ..vectors import SteeringVectors
+    from ..evaluation.sweep import check_sweep
+    from ..models import check_model_options
+    from . import load_vectors_option
 
     compare = parse_named_specs(args.compare)
+    for _, path in compare:
+        check_model_folder(path)
     load = dict(
         schema=args.schema,
         n_choices=args.n_choices,
@@ -149,11 +170,22 @@ def main(argv) -> int:
         else None
     )
     prompts = _read_prompts(args.behaviour) if args.tradeoff and args.behaviour else None
+    vecs = load_vectors_option(
+        args.vectors,
+        args.layers,
+        mode="add" if args.coefficients else "ablate",
+        coefficient_unit=args.coefficient_unit,
+        normalize=args.normalize,
+    )
+    depth = vecs.metadata.get("num_layers")
+    layers = [x + int(depth) if x < 0 else x for x in args.layers] if args.layers else vecs.layers
+    check_sweep(vecs, layers, args.coefficients, args.ablate, args.coefficient_unit)
+    if args.adapter is not None and not is_adapter_folder(args.adapter):
+        check_model_folder(args.adapter, adapter=True)
+    check_model_options(args.model, args.dtype)
 
     model, tok = load_for_evaluation(args.model, args.adapter, args.dtype)
-    vecs = SteeringVectors.load(args.vectors, model=model)
-    vecs = vecs.normalized() if args.normalize else vecs
-    layers = args.layers or vecs.layers
+    vecs.check_compatible(model)
     out = Path(args.output)
     report = Report(
         args.title or "reptune steering sweep",
@@ -198,7 +230,7 @@ def main(argv) -> int:
         )
         sec.add_table("robustness", result.rows, "Robustness to steering")
         sec.add_plot(
-            plot_robustness(result.rows, out / "plots" / "robustness.png"),
+            plot_robustness(result.rows, report.plot_path("robustness.png")),
             "Target rate against the coefficient, per model and layer",
         )
     else:
@@ -216,17 +248,19 @@ def main(argv) -> int:
         )
         sec.add_table("sweep", result.rows, "Sweep")
         sec.add_plot(
-            plot_sweep(result.rows, out / "plots" / "sweep_target_rate.png"),
+            plot_sweep(result.rows, report.plot_path("sweep_target_rate.png")),
             "Target rate against the coefficient",
         )
         sec.add_plot(
-            plot_sweep(result.rows, out / "plots" / "sweep_behaviour.png", metric="behaviour"),
+            plot_sweep(result.rows, report.plot_path("sweep_behaviour.png"), metric="behaviour"),
             "Behaviour expectation",
         )
         if args.scorer == "letter":
             sec.add_plot(
                 plot_sweep(
-                    result.rows, out / "plots" / "sweep_target_prob.png", metric="mean_target_prob"
+                    result.rows,
+                    report.plot_path("sweep_target_prob.png"),
+                    metric="mean_target_prob",
                 ),
                 "Mean P(target letter)",
             )
@@ -267,7 +301,10 @@ def _tradeoff(args, model, tok, vecs, layers, items, helpfulness, prompts, repor
         fit_rows.extend(res.fit_rows())
         sec.add_plot(
             plot_tradeoff(
-                res.rows, res.fits, out / "plots" / f"tradeoff_{layer}.png", title=f"layer {layer}"
+                res.rows,
+                res.fits,
+                report.plot_path(f"tradeoff_{layer}.png"),
+                title=f"layer {layer}",
             ),
             f"Trade-off at layer {layer}",
         )

@@ -17,18 +17,13 @@ Rows of one batch may carry different steering coefficients (``coefficients=``, 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
-from ..layers import model_device
-from ..steering import SteeredModel
-from ..tokenization import context_length, encode_batch
+from .batched import check_coefficients, generate_texts, score_letters, with_coefficient
 from .datasets import ABItem, item_prompt
-from .letters import letter_token_ids, next_token_log_probs
 from .parsing import parse_answer
 from .stats import Rate, rate
 
@@ -49,142 +44,6 @@ __all__ = [
 #: :data:`reptune.behaviours.honesty.HONESTY_CONDITIONS`).
 CONDITIONS: dict[str, str | None] = {"none": None}
 SCORERS = ("letter", "generate")
-
-
-class _WithCoefficient:
-    """A SteeredModel whose forward and generate use fixed per-row coefficients."""
-
-    def __init__(self, steered: SteeredModel, coefficient: torch.Tensor):
-        self.steered = steered
-        self.coefficient = coefficient
-
-    @property
-    def _reptune_wrapped(self):
-        return self.steered
-
-    def __getattr__(self, name):
-        if name == "steered":
-            raise AttributeError(name)
-        return getattr(self.steered, name)
-
-    def __call__(self, *args, **kwargs):
-        return self.steered(*args, coefficient=self.coefficient, **kwargs)
-
-    def generate(self, *args, **kwargs):
-        return self.steered.generate(*args, coefficient=self.coefficient, **kwargs)
-
-
-def with_coefficient(model, coefficient: torch.Tensor | float | None):
-    """``model`` with its steering coefficient fixed for every call (no-op for None).
-
-    Example:
-        >>> bound = with_coefficient(steered, torch.tensor([0.0, 4.0]))
-        >>> bound(**batch_of_two)
-    """
-    if coefficient is None:
-        return model
-    if not isinstance(model, SteeredModel):
-        raise TypeError(
-            "per-row coefficients need a SteeredModel; wrap the model with "
-            "SteeredModel(model, vectors, layers=...) first"
-        )
-    return _WithCoefficient(model, torch.as_tensor(coefficient, dtype=torch.float32))
-
-
-def _chunks(n: int, size: int):
-    if size < 1:
-        raise ValueError(f"batch_size must be positive, got {size}")
-    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
-
-
-def _coef_slice(coefficients, part: slice):
-    return None if coefficients is None else torch.as_tensor(coefficients)[part]
-
-
-@torch.no_grad()
-def score_letters(
-    model,
-    tokenizer,
-    prompts: Sequence[str],
-    letters: Sequence[Sequence[str]],
-    *,
-    coefficients: torch.Tensor | Sequence[float] | None = None,
-    batch_size: int = 16,
-    progress: bool = False,
-) -> list[dict[str, float]]:
-    """Full-vocabulary probability of each row's letters as the next token.
-
-    ``letters[i]`` are the options of ``prompts[i]``; each letter's probability sums its
-    single-token spellings (``"A"``, ``" A"``). Divide by the row sum for the choice restricted
-    to the options.
-
-    Example:
-        >>> score_letters(model, tok, ["... Answer: ("], [("A", "B")])
-        [{'A': 0.41, 'B': 0.22}]
-    """
-    if len(letters) != len(prompts):
-        raise ValueError("give one letter tuple per prompt")
-    ids = functools.cache(lambda letter: letter_token_ids(tokenizer, letter))
-    out: list[dict[str, float]] = []
-    for part in tqdm(
-        _chunks(len(prompts), batch_size), desc="letter scores", disable=not progress, leave=False
-    ):
-        bound = with_coefficient(model, _coef_slice(coefficients, part))
-        logp = next_token_log_probs(bound, tokenizer, prompts[part], batch_size=batch_size)
-        probs = logp.exp()
-        for row, options in zip(probs, letters[part]):
-            out.append({x: float(row[ids(x)].sum()) for x in options})
-    return out
-
-
-@torch.no_grad()
-def generate_texts(
-    model,
-    tokenizer,
-    prompts: Sequence[str],
-    *,
-    coefficients: torch.Tensor | Sequence[float] | None = None,
-    max_new_tokens: int = 30,
-    batch_size: int = 8,
-    do_sample: bool = False,
-    seed: int | None = None,
-    progress: bool = False,
-) -> list[str]:
-    """The continuation of each prompt (left-padded batches; greedy unless ``do_sample``).
-
-    Example:
-        >>> generate_texts(steered, tok, prompts, coefficients=torch.tensor([0.0, 8.0]))
-    """
-    device = model_device(model)
-    limit = context_length(model)
-    texts: list[str] = []
-    sampling = (
-        {"do_sample": True}
-        if do_sample
-        else {
-            # Greedy: clear sampling settings a checkpoint's generation config may carry.
-            "do_sample": False,
-            "temperature": None,
-            "top_p": None,
-            "top_k": None,
-        }
-    )
-    for part in tqdm(
-        _chunks(len(prompts), batch_size), desc="generate", disable=not progress, leave=False
-    ):
-        batch = encode_batch(tokenizer, prompts[part], max_length=limit, device=device)
-        if seed is not None:
-            torch.manual_seed(seed + part.start)
-        bound = with_coefficient(model, _coef_slice(coefficients, part))
-        out = bound.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            **sampling,
-        )
-        width = batch["input_ids"].shape[1]
-        texts.extend(tokenizer.batch_decode(out[:, width:], skip_special_tokens=True))
-    return texts
 
 
 @dataclass
@@ -299,6 +158,7 @@ def score_items(
         raise ValueError(f"unknown scorer {scorer!r}: use one of {SCORERS}")
     if not items:
         raise ValueError("no items to evaluate")
+    check_coefficients(coefficients, len(items))
     if systems is None or isinstance(systems, str):
         systems = [systems] * len(items)
     if len(systems) != len(items):

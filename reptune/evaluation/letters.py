@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
+from ..hooks import eval_mode
 from ..layers import model_device
-from ..tokenization import context_length, encode_batch
+from ..tokenization import context_length, pad_batch, pad_token_id, tokenize_texts
 
 __all__ = ["letter_token_ids", "letter_probabilities", "next_token_log_probs"]
 
@@ -26,19 +27,25 @@ def letter_token_ids(tokenizer, letter: str) -> list[int]:
 
 @torch.no_grad()
 def next_token_log_probs(model, tokenizer, prompts: Sequence[str], batch_size: int = 16):
-    """Log-probabilities of the next token after each prompt, ``(n, vocab)``, float32."""
+    """Log-probabilities of the next token after each prompt, ``(n, vocab)``, float32.
+
+    Every prompt is tokenized and checked against the context before the first batch runs; the
+    model runs in eval mode.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    ids = tokenize_texts(
+        tokenizer, prompts, max_length=context_length(model), name="prompt #{}".format
+    )
+    pad_id, device = pad_token_id(tokenizer), model_device(model)
     out = []
-    device = model_device(model)
-    for start in range(0, len(prompts), batch_size):
-        batch = encode_batch(
-            tokenizer,
-            prompts[start : start + batch_size],
-            max_length=context_length(model),
-            device=device,
-            position_ids=True,
-        )
-        logits = model(**batch, use_cache=False, logits_to_keep=1).logits[:, -1]
-        out.append(torch.log_softmax(logits.float(), dim=-1).cpu())
+    with eval_mode(model):
+        for start in range(0, len(ids), batch_size):
+            batch = pad_batch(
+                ids[start : start + batch_size], pad_id, device=device, position_ids=True
+            )
+            logits = model(**batch, use_cache=False, logits_to_keep=1).logits[:, -1]
+            out.append(torch.log_softmax(logits.float(), dim=-1).cpu())
     return torch.cat(out)
 
 

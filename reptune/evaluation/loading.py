@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["is_adapter_folder", "load_for_evaluation", "parse_named_specs"]
+__all__ = ["is_adapter_folder", "check_model_folder", "load_for_evaluation", "parse_named_specs"]
 
 
 def is_adapter_folder(path: str | Path) -> bool:
@@ -14,6 +14,29 @@ def is_adapter_folder(path: str | Path) -> bool:
         >>> is_adapter_folder("runs/honesty/adapter")
     """
     return (Path(path) / "adapter_config.json").is_file()
+
+
+def check_model_folder(path: str | Path, adapter: bool = False) -> None:
+    """Raise unless ``path`` is a PEFT adapter folder or (``adapter=False``) a model folder.
+
+    Checked before any model loads, so a typo in a path fails at once.
+
+    Example:
+        >>> check_model_folder("runs/honesty/adapter")
+    """
+    folder = Path(path)
+    if is_adapter_folder(folder):
+        return
+    if adapter:
+        raise FileNotFoundError(
+            f"{path} is not a PEFT adapter folder (no adapter_config.json); pass a full tuned "
+            "model folder as the model instead"
+        )
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{path} is neither a PEFT adapter folder (adapter_config.json) nor a model folder "
+            "(config.json)"
+        )
 
 
 def load_for_evaluation(model: str, adapter: str | None = None, dtype: str = "float32"):

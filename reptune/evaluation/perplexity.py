@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..hooks import eval_mode
 from ..layers import model_device
 from ..tokenization import context_length
 from .stats import PairedDifference, paired_bootstrap
@@ -126,6 +127,8 @@ def window_nll(
         >>> ids = tok(text, return_tensors="pt").input_ids[0]
         >>> window_nll(model, ids, window=512, stride=256).perplexity
     """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     ids = torch.as_tensor(input_ids).reshape(-1)
     limit = context_length(model)
     if limit is not None and window > limit:
@@ -141,17 +144,18 @@ def window_nll(
             groups[-1].append(span)
         else:
             groups.append([span])
-    for group in tqdm(groups, desc="perplexity", disable=not progress, leave=False):
-        batch = torch.stack([ids[w.begin : w.end] for w in group]).to(device)
-        logits = model(
-            input_ids=batch, attention_mask=torch.ones_like(batch), use_cache=False
-        ).logits
-        for row, w in enumerate(group):
-            # Logit at position t - 1 predicts token t.
-            first, last = w.target_start - w.begin, w.end - w.begin
-            pred = logits[row, first - 1 : last - 1].float()
-            nll.append(float(F.cross_entropy(pred, batch[row, first:last], reduction="sum")))
-            counts.append(last - first)
+    with eval_mode(model):
+        for group in tqdm(groups, desc="perplexity", disable=not progress, leave=False):
+            batch = torch.stack([ids[w.begin : w.end] for w in group]).to(device)
+            logits = model(
+                input_ids=batch, attention_mask=torch.ones_like(batch), use_cache=False
+            ).logits
+            for row, w in enumerate(group):
+                # Logit at position t - 1 predicts token t.
+                first, last = w.target_start - w.begin, w.end - w.begin
+                pred = logits[row, first - 1 : last - 1].float()
+                nll.append(float(F.cross_entropy(pred, batch[row, first:last], reduction="sum")))
+                counts.append(last - first)
     return PerplexityResult(nll, counts, window, stride, {"n_input_tokens": len(ids)})
 
 

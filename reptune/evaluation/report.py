@@ -15,18 +15,23 @@
     }
 
 Every table is also written as ``tables/<name>.csv`` and ``tables/<name>.json`` (rows as objects).
+The folder is written whole (:func:`reptune.io.atomic_folder`): a crash at any point leaves the
+previous report, never new tables beside an old ``report.json``. Draw plots at
+:meth:`Report.plot_path` so they arrive with the rest.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write, jsonable, write_json
+from ..io import atomic_folder, jsonable, write_json
 from ..version import __version__
 from .stats import Rate
 from .tables import columns_of, markdown_table, write_table
@@ -92,6 +97,24 @@ class Report:
     dataset: str | None = None
     sections: list[Section] = field(default_factory=list)
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _staging: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def plot_path(self, name: str) -> Path:
+        """A path to draw a plot at; :meth:`write` moves it to ``plots/<name>`` of the report.
+
+        The plot reaches the report folder together with the tables and ``report.json``, so a
+        crash never leaves new plots beside an old report.
+
+        Example:
+            >>> sec.add_plot(plot_sweep(rows, report.plot_path("sweep.png")), "Target rate")
+        """
+        if not name or Path(name).name != name:
+            raise ValueError(f"plot name {name!r} must be a plain file name such as 'sweep.png'")
+        if self._staging is None:
+            self._staging = tempfile.TemporaryDirectory(prefix="reptune-report-")
+        folder = Path(self._staging.name) / "plots"
+        folder.mkdir(exist_ok=True)
+        return folder / name
 
     def section(self, title: str, text: str = "") -> Section:
         """The section called ``title`` (created, with ``text``, on first use)."""
@@ -133,11 +156,23 @@ class Report:
         if dupes:
             raise ValueError(f"table names must be unique in a report: {dupes}")
 
+    def _placed(self, directory: Path) -> dict[Path, Path]:
+        """Where each plot ends up: staged plots under ``plots/``, others where they are."""
+        staging = Path(self._staging.name) if self._staging is not None else None
+        out = {}
+        for sec in self.sections:
+            for path, _ in sec.plots:
+                if staging is not None and path.is_relative_to(staging):
+                    out[path] = directory / path.relative_to(staging)
+        return out
+
     def to_dict(self, directory: str | Path) -> dict[str, Any]:
         """The JSON document, plot paths relative to ``directory``."""
         directory = Path(directory)
+        placed = self._placed(directory)
 
         def rel(path: Path) -> str:
+            path = placed.get(path, path)
             try:
                 return Path(os.path.relpath(path.resolve(), directory.resolve())).as_posix()
             except ValueError:  # another drive
@@ -209,7 +244,9 @@ class Report:
         return "\n".join(lines).rstrip() + "\n"
 
     def write(self, directory: str | Path) -> dict[str, Path]:
-        """Write ``report.md``, ``report.json`` and ``tables/<name>.csv|json`` into ``directory``.
+        """Write ``report.md``, ``report.json``, ``tables/`` and staged plots into ``directory``.
+
+        The report's entries are swapped in together; other files of the folder are kept.
 
         Example:
             >>> paths = report.write("runs/eval/report")
@@ -217,11 +254,32 @@ class Report:
         """
         self._check_names()
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        for sec in self.sections:
-            for t in sec.tables:
-                write_table(t["rows"], directory / "tables" / t["name"], t["columns"])
-        md = self.to_markdown(directory)
-        atomic_write(directory / REPORT_MD, lambda p: Path(p).write_text(md, encoding="utf-8"))
-        write_json(directory / REPORT_JSON, self.to_dict(directory))
+        md, doc = self.to_markdown(directory), self.to_dict(directory)
+        with atomic_folder(directory) as tmp:
+            for sec in self.sections:
+                for t in sec.tables:
+                    write_table(t["rows"], tmp / "tables" / t["name"], t["columns"])
+            self._place_plots(directory, tmp)
+            (tmp / REPORT_MD).write_text(md, encoding="utf-8")
+            write_json(tmp / REPORT_JSON, doc)
+        if self._staging is not None:
+            self._staging.cleanup()
+            self._staging = None
         return {"markdown": directory / REPORT_MD, "json": directory / REPORT_JSON}
+
+    def _place_plots(self, directory: Path, tmp: Path) -> None:
+        # Staged plots move in; plots already inside the folder are carried into the new
+        # version (their subfolder is replaced whole); plots elsewhere stay where they are.
+        staged = self._placed(directory)
+        for sec in self.sections:
+            for path, _ in sec.plots:
+                final = staged.get(path)
+                if final is None:
+                    try:
+                        final = directory / path.resolve().relative_to(directory.resolve())
+                    except ValueError:
+                        continue
+                target = tmp / final.relative_to(directory)
+                if path.is_file() and not target.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(path, target)

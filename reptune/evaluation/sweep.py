@@ -8,6 +8,7 @@ The result is one table row per (layer, mode, coefficient, condition) with the r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from ..vectors import DEFAULT_COEFFICIENT_UNIT, SteeringVectors
 from .ab import CONDITIONS, ABResult, ItemResult, score_items, summarize
 from .datasets import ABItem
 
-__all__ = ["SweepResult", "resolve_conditions", "steering_sweep"]
+__all__ = ["SweepResult", "check_sweep", "resolve_conditions", "steering_sweep"]
 
 
 def resolve_conditions(
@@ -73,19 +74,52 @@ class SweepResult:
 
     def save(self, directory: str | Path, name: str = "sweep") -> dict[str, Path]:
         """Write ``<name>.csv``, ``<name>.json`` and ``<name>.png`` (target rate) into
-        ``directory``.
+        ``directory``, all three at once (:func:`reptune.io.atomic_folder`; other files stay).
 
         Example:
             >>> paths = steering_sweep(...).save("runs/honesty/sweep")
         """
+        from ..io import atomic_folder
         from .plots import plot_sweep
         from .tables import write_table
 
         directory = Path(directory)
         series = ("model", "layer") if any("model" in r for r in self.rows) else ("layer",)
-        csv_path, json_path = write_table(self.rows, directory / name)
-        png = plot_sweep(self.rows, directory / f"{name}.png", series=series)
-        return {"csv": csv_path, "json": json_path, "png": png}
+        with atomic_folder(directory) as tmp:
+            write_table(self.rows, tmp / name)
+            plot_sweep(self.rows, tmp / f"{name}.png", series=series)
+        return {key: directory / f"{name}.{key}" for key in ("csv", "json", "png")}
+
+
+def check_sweep(
+    vectors: SteeringVectors,
+    layers: Sequence[int],
+    coefficients: Sequence[float],
+    ablate: bool = False,
+    coefficient_unit: str = DEFAULT_COEFFICIENT_UNIT,
+) -> list[float]:
+    """Raise for a layer or coefficient the sweep cannot use; return the coefficients as floats.
+
+    Example:
+        >>> check_sweep(vecs, [12, 14], [-0.1, 0.0, 0.1])
+        [-0.1, 0.0, 0.1]
+    """
+    chosen = vectors.select(layers)
+    values = []
+    for c in coefficients:
+        try:
+            value = float(c) if not isinstance(c, (bool, str, bytes)) else math.nan
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value):
+            raise ValueError(f"coefficients must be finite numbers, got {c!r}")
+        values.append(value)
+    if values:
+        chosen.check_unit(coefficient_unit, layers)
+    zero = [layer for layer in chosen.layers if not float(chosen[layer].norm()) > 0]
+    if zero and (ablate or values):
+        raise ValueError(f"the vector of layers {zero} is zero: it has no direction to steer with")
+    return values
 
 
 def _cells(items, conditions, coefficients):
@@ -139,9 +173,11 @@ def steering_sweep(
     """
     if not layers or not (coefficients or ablate):
         raise ValueError("a sweep needs at least one layer and one coefficient (or ablate=True)")
+    if not items:
+        raise ValueError("no items to evaluate")
     conditions = resolve_conditions(conditions)
-    if coefficients:
-        vectors.check_unit(coefficient_unit, layers)
+    # Every layer is checked before the first one runs (a bad one would fail half-way).
+    coefficients = check_sweep(vectors, layers, coefficients, ablate, coefficient_unit)
     extra = {**(extra or {}), "coefficient_unit": coefficient_unit}
     result = SweepResult()
     n = len(items)

@@ -29,6 +29,7 @@ from ..steering import SteeredModel
 from ..vectors import DEFAULT_COEFFICIENT_UNIT, SteeringVectors
 from .ab import generate_texts, score_items, score_letters
 from .datasets import ABItem, item_prompt
+from .sweep import check_sweep
 
 __all__ = [
     "CURVES",
@@ -316,7 +317,11 @@ def tradeoff_study(
         raise ValueError("give exactly one of behaviour_items and behaviour_prompts")
     if not helpfulness_items:
         raise ValueError("helpfulness_items is empty")
-    coefficients = [float(c) for c in coefficients]
+    if not (behaviour_items if behaviour_prompts is None else behaviour_prompts):
+        raise ValueError("the behaviour items (or prompts) are empty")
+    if not coefficients:
+        raise ValueError("coefficients is empty: give the coefficients to sweep")
+    coefficients = check_sweep(vectors, [layer], coefficients, False, coefficient_unit)
     steered = SteeredModel(
         model, vectors, layers=[layer], positions=positions, coefficient_unit=coefficient_unit
     )

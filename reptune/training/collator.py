@@ -17,6 +17,7 @@ Position language (``rep_positions`` / ``retain_positions``), as in :mod:`reptun
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -150,6 +151,8 @@ class RepTuneCollator:
         use_chat_template: bool = True,
         pad_to_multiple_of: int | None = None,
     ):
+        if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
+            raise ValueError(f"max_length must be an int >= 2 or None, got {max_length!r}")
         self.tokenizer = ensure_pad_token(tokenizer)
         self.rep_positions = parse_positions(rep_positions)
         self.retain_positions = (
@@ -167,8 +170,22 @@ class RepTuneCollator:
 
     def encode(self, row: Mapping[str, Any]) -> tuple[list[int], int]:
         """Token ids of one row and the length of its prompt."""
+        if not isinstance(row, Mapping):
+            raise TypeError(f"a training row is a {type(row).__name__}, not a mapping")
         if "input_ids" in row and "prompt_length" in row:
-            return list(row["input_ids"]), int(row["prompt_length"])
+            ids = list(row["input_ids"])
+            try:
+                n_prompt = operator.index(row["prompt_length"])
+            except TypeError as err:
+                raise TypeError(
+                    f"prompt_length must be an int, got {row['prompt_length']!r}"
+                ) from err
+            if not 0 < n_prompt <= len(ids):
+                raise ValueError(
+                    f"prompt_length={n_prompt} does not fit a row of {len(ids)} input_ids: it "
+                    "must be between 1 and the row's length"
+                )
+            return ids, n_prompt
         try:
             prompt, completion = row["prompt"], row["completion"]
         except KeyError as err:
@@ -176,6 +193,11 @@ class RepTuneCollator:
                 f"a training row lacks {err}: rows need 'prompt' and 'completion' (optionally "
                 "'system'), or pre-tokenized 'input_ids' and 'prompt_length'"
             ) from err
+        for key, value in (("prompt", prompt), ("completion", completion)):
+            if not isinstance(value, str):
+                raise TypeError(f"a training row's {key!r} is a {type(value).__name__}, not text")
+        if not prompt:
+            raise ValueError("a training row has an empty 'prompt'")
         tok = self.tokenizer
         text = self.prompt_text({**row, "prompt": prompt})
         # Tokenized apart so the prompt/completion boundary is exact (BPE could merge across it).
@@ -194,6 +216,8 @@ class RepTuneCollator:
         return ids, len(prompt_ids)
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        if not rows:
+            raise ValueError("the collator got an empty batch of rows")
         encoded = [self.encode(row) for row in rows]
         width = max(len(ids) for ids, _ in encoded)
         if self.pad_to_multiple_of:

@@ -56,6 +56,8 @@ def parse_param_lrs(items) -> list[tuple[str, float]]:
             re.compile(pattern)
         except (ValueError, re.error) as err:
             raise ValueError(f"param_lrs entry {item!r}: {err}") from err
+        if not math.isfinite(lr) or lr < 0:
+            raise ValueError(f"param_lrs entry {item!r}: the learning rate must be finite and >= 0")
         out.append((pattern, lr))
     return out
 
@@ -206,9 +208,10 @@ class RepTuneConfig(TrainingArguments):
             raise ValueError(f"unknown rep_target {self.rep_target!r}: use one of {TARGETS}")
         for name in ("rep_weight", "lm_weight", "retain_weight"):
             value = getattr(self, name)
+            # NaN passes `value < 0`, and a NaN weight would silently drop its loss term.
             if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
                 or not math.isfinite(value)
                 or value < 0
             ):
@@ -226,6 +229,10 @@ class RepTuneConfig(TrainingArguments):
                 f"steer_coefficient is only used with rep_target='steer' (rep_target is "
                 f"{self.rep_target!r}): drop it or set rep_target='steer'"
             )
+        if self.max_length is not None and (
+            not isinstance(self.max_length, int) or self.max_length < 2
+        ):
+            raise ValueError(f"max_length must be an int >= 2 or None, got {self.max_length!r}")
         if self.rep_weight == 0 and self.lm_weight == 0 and self.retain_weight == 0:
             raise ValueError("all loss weights are 0: nothing to train")
         parse_positions(self.rep_positions)
@@ -243,8 +250,9 @@ class RepTuneConfig(TrainingArguments):
             self.param_lrs = [self.param_lrs]
         parse_param_lrs(self.param_lrs)
         for name in ("rep_params", "lm_params"):
-            if getattr(self, name) is not None:
-                re.compile(getattr(self, name))
+            _check_regex(name, getattr(self, name))
+        for pattern in self.train_modules or ():
+            _check_regex("train_modules", pattern)
         if self.train_modules is not None and self.train_layers is None:
             raise ValueError("train_modules needs train_layers")
         super().__post_init__()
@@ -263,6 +271,15 @@ class RepTuneConfig(TrainingArguments):
         if out.get("vectors") is not None and not isinstance(out["vectors"], str):
             out["vectors"] = _describe_vectors(out["vectors"])
         return out
+
+
+def _check_regex(name: str, pattern) -> None:
+    if pattern is None:
+        return
+    try:
+        re.compile(pattern)
+    except (re.error, TypeError) as err:
+        raise ValueError(f"{name}={pattern!r} is not a valid regular expression: {err}") from err
 
 
 def _describe_vectors(vectors) -> str:

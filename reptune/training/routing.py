@@ -15,12 +15,29 @@ from torch import nn
 __all__ = ["GradientRouter"]
 
 
-def _replace_once(grad: torch.Tensor | None):
-    """Tensor hook replacing the incoming gradient by ``grad`` (zeros if None), once."""
+class _Arm(torch.autograd.Function):
+    """Identity whose backward runs first in the routed loss's backward pass and arms the
+    router's parameter hooks: a backward through anything else (the user's own loss after a
+    failed step) finds them disarmed."""
+
+    @staticmethod
+    def forward(ctx, loss, router):
+        ctx.router = router
+        return loss.view_as(loss)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.router._armed = True
+        return grad, None
+
+
+def _replace_once(router: GradientRouter, grad: torch.Tensor | None):
+    """Tensor hook replacing the incoming gradient by ``grad`` (zeros if None), once, and only
+    in the backward pass of the routed loss."""
     live = [True]
 
     def hook(incoming):
-        if not live[0]:  # one backward only; the handle goes at the end of the step
+        if not (live[0] and router._armed):
             return None
         live[0] = False
         return torch.zeros_like(incoming) if grad is None else grad.to(incoming.dtype)
@@ -51,6 +68,7 @@ class GradientRouter:
         self.rep_set = [p for n, p in named if rep_params is None or re.search(rep_params, n)]
         self.not_lm = [p for n, p in named if lm_params is not None and not re.search(lm_params, n)]
         self._handles: list = []
+        self._armed = False
 
     def route(self, lm_term: torch.Tensor, rep_term: torch.Tensor | None) -> torch.Tensor:
         """A loss whose value is the weighted total and whose gradient is routed."""
@@ -70,8 +88,8 @@ class GradientRouter:
         if rep_term is not None:
             loss = loss + rep_term.detach()
         for p in self.not_lm:
-            self._handles.append(p.register_hook(_replace_once(rep_grads.get(id(p)))))
-        return loss
+            self._handles.append(p.register_hook(_replace_once(self, rep_grads.get(id(p)))))
+        return _Arm.apply(loss, self)
 
     @property
     def active(self) -> bool:
@@ -83,3 +101,4 @@ class GradientRouter:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        self._armed = False
