@@ -275,3 +275,26 @@ def test_numbers_checks():
     for bad in (math.nan, math.inf, "1", True, [1]):
         with pytest.raises(RequestError):
             check_number({"t": bad}, "t", 0.5, 0, 1)
+
+
+def test_event_loop_answers_while_a_generation_runs():
+    model, tok = make_model(), make_tokenizer()
+    server = ChatServer(model, tok, max_pending=1)
+    started, release = threading.Event(), threading.Event()
+    generate = server.generate
+
+    def held(job):
+        started.set()
+        release.wait(30)
+        return generate(job)
+
+    server.generate = held
+    with BackgroundServer(server.app()) as running, ThreadPoolExecutor(1) as pool:
+        first = pool.submit(chat, running.url)
+        assert started.wait(30)
+        assert requests.get(f"{running.url}/health", timeout=5).json()["pending"] == 1
+        busy = chat(running.url)
+        assert busy.status_code == 503 and "retry later" in busy.json()["error"]["message"]
+        release.set()
+        assert first.result().status_code == 200
+        assert chat(running.url).status_code == 200
