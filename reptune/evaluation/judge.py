@@ -102,19 +102,22 @@ class PairwiseResult:
     rounds: list[JudgeRound]
     judge: dict = field(default_factory=dict)
 
+    def by_item(self) -> list[list[JudgeRound]]:
+        """The rounds of each prompt, in prompt order."""
+        grouped: list[list[JudgeRound]] = [[] for _ in self.prompts]
+        for r in self.rounds:
+            grouped[r.item].append(r)
+        return grouped
+
     def outcomes(self) -> list[str | None]:
         """Per prompt: the system that won both orders, ``"tie"``, or None (a round failed)."""
-        by_item: dict[int, list[JudgeRound]] = {}
-        for r in self.rounds:
-            by_item.setdefault(r.item, []).append(r)
         out = []
-        for i in range(len(self.prompts)):
-            rounds = by_item.get(i, [])
+        for rounds in self.by_item():
+            winners = {r.winner for r in rounds}
             if len(rounds) != 2 or not all(r.parsed for r in rounds):
                 out.append(None)
-                continue
-            a, b = (r.winner for r in rounds)
-            out.append(a if a == b else TIE)
+            else:
+                out.append(winners.pop() if len(winners) == 1 else TIE)
         return out
 
     def summary(self) -> dict:
@@ -122,15 +125,13 @@ class PairwiseResult:
         outcomes = self.outcomes()
         judged = [o for o in outcomes if o is not None]
         n = len(judged)
+        consistent = sum(
+            o is not None and len({r.winner for r in rounds}) == 1
+            for o, rounds in zip(outcomes, self.by_item())
+        )
         parsed = [r for r in self.rounds if r.parsed]
         decisive = [r for r in parsed if r.winner != TIE]
-        consistent = sum(
-            1
-            for i, o in enumerate(outcomes)
-            if o is not None and len({r.winner for r in self.rounds if r.item == i}) == 1
-        )
-        failed = [r for r in self.rounds if not r.parsed]
-        errors = [r for r in failed if r.error is not None]
+        errors = sum(r.error is not None for r in self.rounds)
         return {
             "names": list(self.names),
             "prompts": len(self.prompts),
@@ -141,20 +142,20 @@ class PairwiseResult:
             "consistency": rate(consistent, n),
             "position_bias": rate(sum(r.winner == r.first for r in decisive), len(decisive)),
             "verdict_counts": {v: sum(r.verdict == v for r in parsed) for v in VERDICTS},
-            "parse_failures": rate(len(failed) - len(errors), len(self.rounds)),
-            "request_errors": len(errors),
+            "parse_failures": rate(len(self.rounds) - len(parsed) - errors, len(self.rounds)),
+            "request_errors": errors,
         }
 
     def item_rows(self) -> list[dict]:
         """One row per prompt: the verdict of each order and the outcome."""
         rows = []
-        outcomes = self.outcomes()
-        for i, prompt in enumerate(self.prompts):
-            row = {"item": i, "prompt": prompt}
-            for r in (r for r in self.rounds if r.item == i):
-                row[f"shown_first_{r.first}"] = r.winner if r.parsed else "unparsed"
+        for i, (outcome, rounds) in enumerate(zip(self.outcomes(), self.by_item())):
+            row = {"item": i, "prompt": self.prompts[i]}
+            for r in rounds:
+                verdict = r.winner if r.parsed else "request error" if r.error else "unparsed"
+                row[f"shown_first_{r.first}"] = verdict
                 row[f"reply_first_{r.first}"] = r.reply
-            row["outcome"] = outcomes[i] if outcomes[i] is not None else "left out"
+            row["outcome"] = outcome if outcome is not None else "left out"
             rows.append(row)
         return rows
 
