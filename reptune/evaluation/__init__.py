@@ -1,5 +1,6 @@
 """Evaluation: A/B behaviour scoring, steering sweeps, robustness, perplexity, trade-off curves,
-capability benchmarks and reports.
+capability benchmarks, a pairwise judge over OpenAI-compatible endpoints, embedding scores and
+reports.
 
 Names are imported on first use, so ``reptune.evaluation.letters`` (used by extraction) does not
 pull in scipy and matplotlib.
@@ -27,6 +28,9 @@ _EXPORTS = {
         "with_coefficient",
     ),
     "capabilities": ("capability_rows", "evaluate_capabilities"),
+    "embedding": ("EmbeddingModelUnavailable", "ExemplarScorer", "TextEmbedder", "embedding_score"),
+    "endpoint": ("ChatEndpoint", "EndpointError"),
+    "judge": ("PairwiseResult", "judge_pairwise", "judge_report", "parse_verdict"),
     "datasets": (
         "ABItem",
         "format_choices",
