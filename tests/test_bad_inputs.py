@@ -518,7 +518,9 @@ API_ROWS = [
     ),
     Row(
         "claims-label",
-        lambda w: __import__("reptune.behaviours.honesty").behaviours.honesty.load_claims(w.path("bad_label.csv")),
+        lambda w: __import__("reptune.behaviours.honesty").behaviours.honesty.load_claims(
+            w.path("bad_label.csv")
+        ),
         match="label must be",
     ),
     Row(
