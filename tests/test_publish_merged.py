@@ -187,7 +187,7 @@ def test_selected_layer_fine_tuning_folder(tmp_path):
     tok = make_tokenizer()
     model = make_model("llama", n_layers=4, hidden=32)
     freeze_except_layers(model, [2])
-    folder = tmp_path / "tuned"
+    folder = tmp_path / "run" / "adapter"  # where a run keeps its fine-tuned model
     trainer = RepTuneTrainer(
         model,
         make_args(folder, rep_layers=[2], train_layers=[2]),
@@ -197,8 +197,9 @@ def test_selected_layer_fine_tuning_folder(tmp_path):
     )
     trainer.train()
     trainer.save_model(str(folder))
-    assert find_tuned_model(folder).kind == "model"
-    out = export_merged(folder, tmp_path / "merged")
+    found = find_tuned_model(tmp_path / "run")
+    assert found.kind == "model" and found.folder == folder
+    out = export_merged(tmp_path / "run", tmp_path / "merged")
     assert _max_diff(_logits(_load(out), tok), _logits(model.eval(), tok)) < 1e-6
     assert "selected-layer-fine-tuning" in ModelCard.load(out / "README.md").data.tags
     assert not (out / "training_args.bin").exists()
@@ -239,6 +240,8 @@ def test_bad_input_fails_before_any_model_is_loaded(tmp_path, monkeypatch):
         export_merged(adapter, adapter)
     with pytest.raises(ValueError, match="would replace"):
         export_merged(adapter, tmp_path)  # an ancestor of the adapter
+    with pytest.raises(ValueError, match="would replace"):
+        export_merged(adapter, adapter / "reptune_vectors")
     with pytest.raises(FileNotFoundError, match="--base_model"):
         export_merged(adapter, tmp_path / "out", base_model=str(tmp_path / "nowhere"))
     config = json.loads((adapter / "adapter_config.json").read_text())

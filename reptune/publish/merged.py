@@ -117,6 +117,10 @@ def _vectors_dir(*folders: Path) -> Path | None:
     return None
 
 
+def _holds_model(folder: Path) -> bool:
+    return (folder / ADAPTER_CONFIG).is_file() or (folder / "config.json").is_file()
+
+
 def find_tuned_model(source: str | Path, base_model: str | None = None) -> TunedModel:
     """Identify ``source`` (adapter, run or model folder) and check it can be merged.
 
@@ -130,14 +134,10 @@ def find_tuned_model(source: str | Path, base_model: str | None = None) -> Tuned
     if not source.is_dir():
         raise FileNotFoundError(f"{source} is not a folder: pass an adapter, run or model folder")
     run_config: dict[str, Any] = {}
-    folder = source
-    if (
-        not (source / ADAPTER_CONFIG).is_file()
-        and (source / ADAPTER_DIR / ADAPTER_CONFIG).is_file()
-    ):
-        folder = source / ADAPTER_DIR  # a run folder
-        if (source / CONFIG_FILE).is_file():
-            run_config = read_json(source / CONFIG_FILE, "run settings")
+    # A run folder keeps its tuned model in adapter/ (a model folder with full fine-tuning).
+    folder = next((f for f in (source, source / ADAPTER_DIR) if _holds_model(f)), source)
+    if folder != source and (source / CONFIG_FILE).is_file():
+        run_config = read_json(source / CONFIG_FILE, "run settings")
     settings = {}
     if (folder / TRAINER_CONFIG_FILE).is_file():
         settings = read_json(folder / TRAINER_CONFIG_FILE, "reptune settings")
@@ -187,9 +187,11 @@ def find_tuned_model(source: str | Path, base_model: str | None = None) -> Tuned
     )
 
 
-def _check_output(output: Path, tuned: TunedModel) -> None:
+def _check_output(output: Path, tuned: TunedModel, source: Path) -> None:
     out = output.resolve()
-    protected = [tuned.folder.resolve()]
+    protected = [source.resolve(), tuned.folder.resolve()]
+    if tuned.vectors_dir is not None:
+        protected.append(tuned.vectors_dir.resolve())
     if tuned.base_model and Path(tuned.base_model).expanduser().exists():
         protected.append(Path(tuned.base_model).expanduser().resolve())
     for folder in protected:
@@ -336,7 +338,7 @@ def export_merged(
     """
     output = Path(output)
     tuned = find_tuned_model(source, base_model)
-    _check_output(output, tuned)
+    _check_output(output, tuned, Path(source))
     model, tokenizer, diff = _merge(tuned, dtype, trust_remote_code)
     vectors = SteeringVectors.load(tuned.vectors_dir) if tuned.vectors_dir else None
     info = _merge_info(tuned, model, diff, vectors)
