@@ -324,16 +324,22 @@ def load_vectors(
             for d in pattern_dirs
             for name in (VECTORS_FILE, METADATA_FILE)
         ]
-        root = Path(
-            snapshot_download(
-                str(repo_id_or_folder),
-                revision=revision,
-                repo_type="model",
-                allow_patterns=[*patterns, CARD_FILE],
-                token=token,
-                cache_dir=cache_dir,
+        try:
+            root = Path(
+                snapshot_download(
+                    str(repo_id_or_folder),
+                    revision=revision,
+                    repo_type="model",
+                    allow_patterns=[*patterns, CARD_FILE],
+                    token=token,
+                    cache_dir=cache_dir,
+                )
             )
-        )
+        except Exception as err:  # huggingface_hub raises HTTP, offline and not-found errors
+            raise FileNotFoundError(
+                f"{repo_id_or_folder!r} is not a local folder, and fetching it from the Hub "
+                f"(revision {revision or 'main'}) failed: {err}"
+            ) from err
     else:
         raise FileNotFoundError(
             f"{repo_id_or_folder!r} is neither a local folder nor a Hub repo id (owner/name)"

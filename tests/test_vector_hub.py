@@ -175,3 +175,12 @@ def test_vectors_folder_push_refuses_a_token(hub, tmp_path, monkeypatch):
         push_run(folder, REPO)
     assert hub["upload_folder"] == []
     json.loads((folder / "steering_vectors.json").read_text())
+
+
+def test_a_failed_download_names_the_repo_and_revision(monkeypatch):
+    def offline(repo_id, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(vector_hub, "snapshot_download", offline)
+    with pytest.raises(FileNotFoundError, match="'runs/v' is not a local folder.*v2.*no network"):
+        SteeringVectors.from_pretrained("runs/v", revision="v2")
