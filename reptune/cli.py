@@ -36,7 +36,7 @@ def _usage() -> str:
             help_text = importlib.import_module(f"reptune.commands.{module}").HELP
         except ImportError:
             continue
-        lines.append(f"  {name:<13} {help_text}")
+        lines.append(f"  {name:<14} {help_text}")
     lines.append("")
     lines.append("Run `reptune <command> --help` for a command's options.")
     return "\n".join(lines)
