@@ -26,6 +26,7 @@ COMMANDS = {
     "push": "push",
     "export-gguf": "export_gguf",
     "serve": "serve",
+    "export-merged": "export_merged",
 }
 
 
@@ -36,7 +37,7 @@ def _usage() -> str:
             help_text = importlib.import_module(f"reptune.commands.{module}").HELP
         except ImportError:
             continue
-        lines.append(f"  {name:<12} {help_text}")
+        lines.append(f"  {name:<14} {help_text}")
     lines.append("")
     lines.append("Run `reptune <command> --help` for a command's options.")
     return "\n".join(lines)

@@ -80,6 +80,12 @@ def _previous(path: Path) -> Path:
     return path.parent / f".{path.name}.previous"
 
 
+def _replaced(path: Path) -> Path:
+    # The old folder parked by a whole-folder replace: put back if the new one is missing,
+    # otherwise dropped, never merged into the new one.
+    return path.parent / f".{path.name}.replaced"
+
+
 def recover_folder(path: str | Path) -> Path:
     """Finish or undo a folder swap that a crash interrupted; return ``path``.
 
@@ -91,6 +97,12 @@ def recover_folder(path: str | Path) -> Path:
         >>> vectors_dir = recover_folder("runs/honesty/vectors")
     """
     path = Path(path)
+    replaced = _replaced(path)
+    if replaced.is_dir():
+        if path.exists():
+            shutil.rmtree(replaced, ignore_errors=True)
+        else:
+            os.replace(replaced, path)
     previous = _previous(path)
     if not previous.is_dir():
         return path
@@ -105,11 +117,13 @@ def recover_folder(path: str | Path) -> Path:
 
 
 @contextmanager
-def atomic_folder(path: str | Path) -> Iterator[Path]:
+def atomic_folder(path: str | Path, *, keep_other_files: bool = True) -> Iterator[Path]:
     """Build a folder in a temporary sibling and swap it onto ``path`` when the block succeeds.
 
     Files the block writes replace the old ones; every other entry of the old folder (a model
-    card, checkpoints) is kept. An error inside the block leaves the old folder as it was.
+    card, checkpoints) is kept, unless ``keep_other_files=False``: then the new folder replaces
+    the old one whole (a model whose shards changed must not keep stale shards). An error inside
+    the block leaves the old folder as it was.
 
     Example:
         >>> with atomic_folder("runs/honesty/vectors") as tmp:
@@ -126,7 +140,7 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         if path.exists():
-            os.replace(path, _previous(path))
+            os.replace(path, _previous(path) if keep_other_files else _replaced(path))
         os.replace(tmp, path)
         recover_folder(path)  # carries the old folder's other entries over, then drops it
     finally:

@@ -373,9 +373,40 @@ class SteeringVectors:
     def describe_model(cls, model) -> dict[str, Any]:
         """Metadata fields describing ``model``."""
         inner = unwrap_model(model)
+        architectures = getattr(inner.config, "architectures", None) or [type(inner).__name__]
         return {
             "model_name": getattr(inner, "name_or_path", None) or type(inner).__name__,
             "model_type": getattr(inner.config, "model_type", None),
+            # The Hub commit the weights came from (None for a local folder).
+            "model_revision": getattr(inner.config, "_commit_hash", None),
+            "architecture": architectures[0],
             "hidden_size": hidden_size(model),
             "num_layers": num_layers(model),
         }
+
+    # -- Hub -------------------------------------------------------------------------------
+    def push_to_hub(self, repo_id: str, **kwargs) -> str:
+        """Upload the vectors with a vector card to the Hub model repo ``repo_id``.
+
+        Keyword arguments: see :func:`reptune.vector_hub.push_vectors_to_hub`.
+
+        Example:
+            >>> vecs.push_to_hub("me/smollm2-sentiment-vectors", private=True)
+        """
+        from .vector_hub import push_vectors_to_hub
+
+        return push_vectors_to_hub(self, repo_id, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, repo_id_or_folder: str | Path, **kwargs) -> SteeringVectors:
+        """Load vectors from a Hub repo or a local folder; with ``model=``, refuse a misfit.
+
+        Keyword arguments (``revision``, ``model``, ``subfolder``, ...): see
+        :func:`reptune.vector_hub.load_vectors`.
+
+        Example:
+            >>> vecs = SteeringVectors.from_pretrained("me/smollm2-sentiment-vectors", model=model)
+        """
+        from .vector_hub import load_vectors
+
+        return load_vectors(repo_id_or_folder, **kwargs)

@@ -1,9 +1,12 @@
 """Step time and peak memory of RepTuneTrainer against the plain Trainer.
 
 Same LoRA model (built from a config: 12 Llama blocks by default), same rows, batch, sequence
-length and optimiser; the cosine loss acts on 7 layers at one prompt position (the published
-setting). Variants: ``plain`` (transformers.Trainer), ``rep`` (RepTuneTrainer, retain off) and
-``retain`` (RepTuneTrainer with the retain loss: one extra no-grad pass with the adapters off).
+length and optimiser. Variants: ``plain`` (transformers.Trainer); ``rep`` (RepTuneTrainer, the
+published cosine loss on 7 layers around L/2 at one prompt position); ``retain`` (the cosine
+loss plus the retain loss on the layers of ``--window`` around L/2: one extra no-grad pass with
+the adapters off, stopped after its deepest layer); ``steer`` (the steer objective on the same
+``--window`` layers at every position, its targets from the same kind of pass). The token loss
+stays on in every variant (weight 0.01), so every variant runs the whole model.
 
 Time: the three trainers live in one process and take their optimiser steps in turn (batch
 preparation, forward, backward, optimiser step: everything in which they differ), so a change in
@@ -35,7 +38,7 @@ import subprocess
 import sys
 import time
 
-VARIANTS = ("plain", "rep", "retain")
+VARIANTS = ("plain", "rep", "retain", "steer")
 
 
 def build(opts, variant, model=None):
@@ -75,15 +78,21 @@ def build(opts, variant, model=None):
     ]
     first = opts.layers // 2 - 3
     layers = list(range(first, first + 7))
-    vectors = SteeringVectors({i: torch.randn(opts.hidden, generator=gen) for i in layers})
+    middle = opts.layers // 2
+    window = list(range(middle - opts.window // 2, middle - opts.window // 2 + opts.window))
+    every = sorted(set(layers) | set(window))
+    vectors = SteeringVectors({i: torch.randn(opts.hidden, generator=gen) for i in every})
+    vectors = vectors.with_residual_norms({i: 1.0 for i in every})
 
     class PadOnly:  # the collator needs only the pad id for pre-tokenized rows
         pad_token_id = 0
         eos_token_id = None
 
-    retain = variant == "retain"
+    retain, steer = variant == "retain", variant == "steer"
     collate = RepTuneCollator(
-        PadOnly(), rep_positions=-7, retain_positions="all" if retain else None
+        PadOnly(),
+        rep_positions="all" if steer else -7,
+        retain_positions="all" if retain else None,
     )
     common = dict(
         output_dir=os.path.join(opts.tmp, variant),
@@ -106,13 +115,22 @@ def build(opts, variant, model=None):
 
         args = TrainingArguments(**common, remove_unused_columns=False)
         return Trainer(model, args, train_dataset=rows, data_collator=plain_collate), model
-    args = RepTuneConfig(
-        **common,
-        rep_layers=layers,
-        rep_positions="-7",
-        retain_weight=1.0 if retain else 0.0,
-        retain_layers=layers if retain else None,
-    )
+    if steer:
+        args = RepTuneConfig(
+            **common,
+            rep_layers=window,
+            rep_positions="all",
+            rep_target="steer",
+            steer_coefficient=0.2,
+        )
+    else:
+        args = RepTuneConfig(
+            **common,
+            rep_layers=layers,
+            rep_positions="-7",
+            retain_weight=1.0 if retain else 0.0,
+            retain_layers=window if retain else None,
+        )
     trainer = RepTuneTrainer(
         model, args, vectors=vectors, train_dataset=rows, data_collator=collate
     )
@@ -248,6 +266,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=24, help="steps per variant (timing)")
     parser.add_argument("--warmup", type=int, default=4, help="first steps left untimed")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--window", type=int, default=3, help="layers around L/2 of the retain and steer terms"
+    )
     parser.add_argument("--tmp", default="/tmp/reptune-bench")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--part", choices=["time", "memory"], help=argparse.SUPPRESS)
@@ -278,6 +299,7 @@ def main(argv=None) -> int:
         "batch": opts.batch,
         "seq": opts.seq,
         "rep_layers": 7,
+        "retain_and_steer_layers": opts.window,
         "clock": "process CPU time" if opts.device == "cpu" else "wall time",
         **{f"{v}_ms": round(timing[v]["ms"], 2) for v in VARIANTS},
         **{f"{v}_peak_mb": round(memory[v]["peak_mb"], 2) for v in VARIANTS},
@@ -285,6 +307,8 @@ def main(argv=None) -> int:
         "mem_ratio": round(memory["rep"]["peak_mb"] / plain_mb, 4),
         "time_ratio_retain": round(timing["retain"]["ms"] / plain_ms, 4),
         "mem_ratio_retain": round(memory["retain"]["peak_mb"] / plain_mb, 4),
+        "time_ratio_steer": round(timing["steer"]["ms"] / plain_ms, 4),
+        "mem_ratio_steer": round(memory["steer"]["peak_mb"] / plain_mb, 4),
     }
     print(json.dumps(summary))
     return 0

@@ -118,7 +118,7 @@ def _read_sweep(target):
 def _write_gguf(target, version):
     from reptune.publish.gguf_export import export_control_vector
 
-    export_control_vector(_vectors(version), target / "cv.gguf", "llama")
+    export_control_vector(_vectors(version), target / "cv.gguf", "llama", coefficient_unit="raw")
 
 
 def _read_gguf(target):

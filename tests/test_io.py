@@ -61,6 +61,53 @@ def test_a_crash_at_any_rename_leaves_a_loadable_folder(tmp_path, monkeypatch, f
     assert (target / "README.md").read_text() == "card"
 
 
+def _replace_whole(path, version: str) -> None:
+    with io.atomic_folder(path, keep_other_files=False) as tmp:
+        (tmp / "a.txt").write_text(version)
+        (tmp / "b.txt").write_text(version)
+
+
+def test_keep_other_files_false_replaces_the_folder_whole(tmp_path):
+    target = tmp_path / "m"
+    _replace_whole(target, "1")
+    (target / "model-00002-of-00002.safetensors").write_text("stale shard")
+    _replace_whole(target, "2")
+    assert _read_version(target) == "2"
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt", "b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+@pytest.mark.parametrize("failing_call", [1, 2])
+def test_a_crash_during_a_whole_replace_never_mixes_folders(tmp_path, monkeypatch, failing_call):
+    target = tmp_path / "m"
+    _replace_whole(target, "1")
+    (target / "stale.txt").write_text("old")
+    real, calls = os.replace, []
+
+    def flaky(src, dst):
+        calls.append((src, dst))
+        if len(calls) == failing_call:
+            raise OSError("power cut")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", flaky)
+    with pytest.raises(OSError):
+        _replace_whole(target, "2")
+    monkeypatch.setattr(os, "replace", real)
+    # The old folder comes back whole, with its own files.
+    assert _read_version(target) == "1" and (target / "stale.txt").is_file()
+
+
+def test_a_crash_after_a_whole_replace_drops_the_parked_folder(tmp_path):
+    target = tmp_path / "m"
+    _replace_whole(target, "2")
+    parked = tmp_path / ".m.replaced"  # what a crash before the clean-up leaves
+    parked.mkdir()
+    (parked / "stale.txt").write_text("old")
+    assert _read_version(target) == "2"
+    assert not parked.exists() and not (target / "stale.txt").exists()
+
+
 def test_json_readers_name_the_file(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{nope")

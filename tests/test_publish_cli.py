@@ -70,13 +70,21 @@ def test_push_without_repo_id_exits_2(tmp_path, capsys):
     assert "--repo_id is required" in capsys.readouterr().err
 
 
-def test_export_gguf_from_a_run_folder(tmp_path):
+def test_export_gguf_from_a_run_folder(tmp_path, capsys):
     run = make_run(tmp_path)
     out = tmp_path / "honesty.gguf"
-    assert main(["export-gguf", str(run), "--output", str(out), "--model_hint", "llama"]) == 0
+    argv = ["export-gguf", str(run), "--output", str(out), "--model_hint", "llama"]
+    assert main([*argv, "--coefficient_unit", "raw"]) == 0
+    assert f"--control-vector-scaled {out}:4" in capsys.readouterr().out
     names = sorted(t.name for t in GGUFReader(out).tensors)
     assert names == ["direction.1", "direction.2"]
-    assert main(["export-gguf", str(run / "vectors"), "--layers", "2"]) == 0
+    # The default unit needs the residual norms, which these vectors lack: a clear error.
+    assert main(argv) == 2
+    assert "coefficient_unit='raw'" in capsys.readouterr().err
+    assert (
+        main(["export-gguf", str(run / "vectors"), "--layers", "2", "--coefficient_unit", "raw"])
+        == 0
+    )
     reader = GGUFReader(run / "vectors" / "control_vector.gguf")
     assert [t.name for t in reader.tensors] == ["direction.2"]
 

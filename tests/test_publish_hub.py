@@ -158,7 +158,7 @@ def test_real_peft_adapter_then_card_then_push(hub, tmp_path):
     meta = SteeringVectors.describe_model(model)
     vectors = SteeringVectors({1: torch.randn(32), 2: torch.randn(32)}, meta)
     vectors.save(run / "vectors")
-    export_control_vector(vectors, run / "control_vector.gguf")
+    export_control_vector(vectors, run / "control_vector.gguf", coefficient_unit="raw")
     write_model_card(run, base_model="someone/tiny-llama-base")
 
     files = push_run(run, "someone/tiny-rep")
@@ -183,7 +183,9 @@ def test_dry_run_also_refuses_a_token(hub, run_dir):
         push_run(run_dir, "someone/tiny-honesty", dry_run=True)
 
 
-def test_bare_vectors_folder_is_not_pushed(hub, run_dir):
-    with pytest.raises(ValueError, match="bare vectors folder"):
-        push_run(run_dir / "vectors", "someone/x")
-    assert hub["create_repo"] == []
+def test_bare_vectors_folder_is_pushed_as_a_vectors_repo(hub, run_dir):
+    # The run's other files never go with it (the full test is in test_vector_hub.py).
+    files = push_run(run_dir / "vectors", "someone/x")
+    assert files == ["README.md", "steering_vectors.json", "steering_vectors.safetensors"]
+    assert hub["upload_folder"][0]["sent"] == files
+    assert "steering-vectors" in ModelCard.load(run_dir / "vectors" / "README.md").data.tags

@@ -1,10 +1,14 @@
 """``reptune push RUN --repo_id NAME``: upload a run folder with its model card to the Hub.
 
+A vectors folder (written by ``reptune extract`` or ``SteeringVectors.save``) is uploaded with
+its vector card instead: the vector files, ``README.md`` and any ``*.gguf`` control vector.
+
 The token comes from ``HF_TOKEN`` or ``hf auth login``; it is never written anywhere.
 
 Example:
     $ reptune push runs/honesty --repo_id me/llama-honesty --private
     $ reptune push runs/honesty --repo_id me/llama-honesty --dry_run
+    $ reptune push runs/honesty/vectors --repo_id me/llama-honesty-vectors
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from .card import positional_as_option
 
 __all__ = ["HELP", "PushArguments", "main"]
 
-HELP = "upload a run folder (adapter, vectors, report, card) to the Hugging Face Hub"
+HELP = "upload a run folder (adapter, vectors, report, card) or a vectors folder to the Hub"
 
 
 @dataclass
@@ -26,8 +30,8 @@ class PushArguments:
     run_dir: str | None = field(
         default=None,
         metadata={
-            "help": "Run folder to upload. May also be given as the first argument: "
-            "`reptune push RUN --repo_id NAME`."
+            "help": "Run folder or vectors folder to upload. May also be given as the first "
+            "argument: `reptune push RUN --repo_id NAME`."
         },
     )
     repo_id: str | None = field(

@@ -14,9 +14,15 @@ The names start at 1 only because block 0's output cannot be steered in llama.cp
 the same mapping (``direction.{layer}`` for its 0-based ``model.layers[layer]``). reptune
 therefore keeps the index unchanged and refuses layer 0 instead of shifting it.
 
+Scale. ``direction.N`` is ``vectors.direction(N, coefficient_unit)``: what reptune's coefficient 1
+adds at layer N. With the default unit (``residual_norm``) the vector is rescaled to the layer's
+median residual norm, so ``--control-vector-scaled FILE:0.1`` in llama.cpp adds what
+``SteeredModel(model, vectors, coefficient=0.1)`` adds. The unit is recorded as
+``controlvector.coefficient_unit``.
+
 llama.cpp ignores the metadata and sums every ``direction.N`` it finds, scaled by the strength
-given with ``--control-vector-scaled FILE STRENGTH``; ``--control-vector-layer-range`` restricts
-the layers.
+given with ``--control-vector-scaled FILE:STRENGTH``; ``--control-vector-layer-range START END``
+restricts the layers.
 """
 
 from __future__ import annotations
@@ -28,9 +34,15 @@ import numpy as np
 import torch
 
 from ..io import atomic_write
-from ..vectors import SteeringVectors
+from ..vectors import DEFAULT_COEFFICIENT_UNIT, SteeringVectors, check_coefficient_unit
 
-__all__ = ["ARCH", "LLAMA_CPP_ARCH", "export_control_vector", "load_control_vector"]
+__all__ = [
+    "ARCH",
+    "LLAMA_CPP_ARCH",
+    "export_control_vector",
+    "load_control_vector",
+    "llama_cpp_hint",
+]
 
 ARCH = "controlvector"
 
@@ -63,23 +75,27 @@ def export_control_vector(
     model_hint: str | None = None,
     *,
     layers: list[int] | None = None,
+    coefficient_unit: str = DEFAULT_COEFFICIENT_UNIT,
 ) -> Path:
     """Write ``vectors`` to ``path`` as a llama.cpp control vector and return the path.
 
-    ``direction.N`` holds reptune's layer N (the output of block N, 0-based), which is where
-    llama.cpp adds it. Layer 0 cannot be expressed (llama.cpp rejects ``direction.0``): pick other
-    ``layers``. ``model_hint`` defaults to the llama.cpp name of the vectors' ``model_type``.
-    The file is written to a temporary name and renamed into place.
+    ``direction.N`` holds ``vectors.direction(N, coefficient_unit)`` for reptune's layer N (the
+    output of block N, 0-based), which is where llama.cpp adds it, so llama.cpp's scale equals
+    reptune's coefficient in that unit. Layer 0 cannot be expressed (llama.cpp rejects
+    ``direction.0``): pick other ``layers``. ``model_hint`` defaults to the llama.cpp name of the
+    vectors' ``model_type``. The file is written to a temporary name and renamed into place.
 
     Example:
         >>> vecs = SteeringVectors.load("runs/honesty/vectors")
         >>> export_control_vector(vecs, "honesty.gguf", layers=[12, 13, 14])
         PosixPath('honesty.gguf')
 
-    Then ``llama-cli -m model.gguf --control-vector-scaled honesty.gguf 8``.
+    Then ``llama-completion -m model.gguf --control-vector-scaled honesty.gguf:0.1``, the same as
+    ``SteeredModel(model, vecs, layers=[12, 13, 14], coefficient=0.1)``.
     """
     import gguf  # optional at import time: only this export needs it
 
+    check_coefficient_unit(coefficient_unit)
     if layers is not None:
         vectors = vectors.select(layers)
     if 0 in vectors:
@@ -93,6 +109,8 @@ def export_control_vector(
             f"layers {vectors.layers} do not fit a model with {n_layers} decoder blocks"
         )
     hint = _model_hint(vectors, model_hint)
+    # Checked (residual norms present, no zero vector) before the file is opened.
+    directions = {layer: vectors.direction(layer, coefficient_unit) for layer in vectors.layers}
     path = Path(path)
 
     def write(tmp: str) -> None:
@@ -100,8 +118,10 @@ def export_control_vector(
         writer.add_string(f"{ARCH}.model_hint", hint)
         # llama.cpp's generator writes layer_count as int32; its loader does not read it.
         writer.add_int32(f"{ARCH}.layer_count", len(vectors.layers))
-        for layer in vectors.layers:
-            data = vectors[layer].detach().to(device="cpu", dtype=torch.float32).numpy()
+        # reptune's own key: what a scale of 1 means (llama.cpp ignores unknown keys).
+        writer.add_string(f"{ARCH}.coefficient_unit", coefficient_unit)
+        for layer, direction in directions.items():
+            data = direction.detach().to(device="cpu", dtype=torch.float32).numpy()
             writer.add_tensor(f"direction.{layer}", np.ascontiguousarray(data))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
@@ -112,8 +132,24 @@ def export_control_vector(
     return path
 
 
+def llama_cpp_hint(path: str | Path, unit: str, coefficient: float | None = None) -> str:
+    """A llama.cpp command line that steers with the control vector at ``path``.
+
+    Example:
+        >>> llama_cpp_hint("cv.gguf", "residual_norm")
+        'llama-completion -m MODEL.gguf --control-vector-scaled cv.gguf:0.1'
+    """
+    if coefficient is None:
+        coefficient = 0.1 if unit == DEFAULT_COEFFICIENT_UNIT else 4.0
+    return f"llama-completion -m MODEL.gguf --control-vector-scaled {path}:{coefficient:g}"
+
+
 def load_control_vector(path: str | Path) -> SteeringVectors:
     """Read a llama.cpp control vector back as :class:`SteeringVectors` (same layer numbers).
+
+    A file written in the ``residual_norm`` unit comes back with ``residual_norms`` equal to the
+    directions' norms, so ``SteeredModel(..., coefficient=c)`` adds what llama.cpp's scale ``c``
+    adds.
 
     Example:
         >>> vecs = load_control_vector("honesty.gguf")
@@ -140,4 +176,8 @@ def load_control_vector(path: str | Path) -> SteeringVectors:
             raise ValueError(f"{path} has a tensor {tensor.name!r} that is not direction.<layer>")
         vectors[int(index)] = torch.from_numpy(np.array(tensor.data, dtype=np.float32)).reshape(-1)
     metadata = {"model_type": hint.contents() if hint is not None else None}
-    return SteeringVectors(vectors, metadata)
+    unit = reader.get_field(f"{ARCH}.coefficient_unit")
+    vecs = SteeringVectors(vectors, metadata)
+    if unit is not None and unit.contents() == DEFAULT_COEFFICIENT_UNIT:
+        vecs = vecs.with_residual_norms({k: float(v.norm()) for k, v in vectors.items()})
+    return vecs

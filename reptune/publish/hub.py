@@ -1,5 +1,8 @@
 """Upload a run folder to the Hugging Face Hub: adapter, vectors, settings, report and card.
 
+A bare vectors folder (what ``SteeringVectors.save`` wrote) is uploaded as a vectors repository
+with its vector card (:func:`reptune.vector_hub.push_vectors_folder`).
+
 Only the parts a user of the model needs are uploaded, and never pickles: training checkpoints,
 optimizer states, ``*.pt``/``*.bin`` files, temporary and hidden files stay local. The token is
 never handled here: ``token=None`` lets ``huggingface_hub`` use ``HF_TOKEN`` or the saved login.
@@ -15,6 +18,8 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, ModelCard
 
+from ..vector_hub import push_vectors_folder, vector_folder_files
+from ..vectors import METADATA_FILE
 from ..workflow.layout import (
     ADAPTER_DIR,
     CARD_FILE,
@@ -119,6 +124,8 @@ def push_run(
 ) -> list[str]:
     """Upload the run folder ``run_dir`` to the model repo ``repo_id``; return the files.
 
+    A bare vectors folder goes up as a vectors repository with its vector card.
+
     Writes the model card first when ``README.md`` is missing. Creates the repo if needed:
     ``private=True`` makes a new repo private, ``False`` leaves the owner's default visibility;
     an existing repo keeps its own. With ``dry_run`` nothing is written or uploaded and
@@ -132,12 +139,17 @@ def push_run(
     if not repo_id or not isinstance(repo_id, str):
         raise ValueError("repo_id is required, e.g. 'your-name/llama-honesty'")
     run_dir = Path(run_dir)
-    run = load_run(run_dir)  # validates the vectors before anything leaves the machine
-    if run.vectors_path == run_dir:
-        raise ValueError(
-            f"{run_dir} is a bare vectors folder; push a run folder that holds it as "
-            f"{VECTORS_DIR}/ (the card and the loading example expect that layout)"
+    if (run_dir / METADATA_FILE).is_file() and not (run_dir / VECTORS_DIR).is_dir():
+        _check_no_token(run_dir, vector_folder_files(run_dir))
+        return push_vectors_folder(
+            run_dir,
+            repo_id,
+            private=private,
+            dry_run=dry_run,
+            commit_message=commit_message,
+            token=token,
         )
+    run = load_run(run_dir)  # validates the vectors before anything leaves the machine
     card = run_dir / CARD_FILE
     files = files_to_upload(run_dir)
     # Checked in a dry run too, so a dry run shows what a real push would refuse or miss.
