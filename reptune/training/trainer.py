@@ -230,11 +230,23 @@ class RepTuneLossMixin:
                 if not (self.is_deepspeed_enabled or self.is_model_parallel):
                     self.ref_model.to(self.args.device)
             else:
+                if any(hasattr(p, "ds_numel") for p in model.parameters()):
+                    raise ValueError(
+                        "retain loss under DeepSpeed ZeRO-3 on a model without adapters: the "
+                        "model is already partitioned, a copy of it would hold no weights. Pass "
+                        "ref_model= (the original model, loaded after the training arguments)"
+                    )
                 logger.warning(
                     "retain loss on a model without adapters: keeping a frozen copy of the "
                     "whole model as the reference (twice the memory); pass ref_model= to choose"
                 )
                 self.ref_model = copy.deepcopy(unwrap_model(model)).eval().requires_grad_(False)
+            if self.ref_model is not None and self.is_deepspeed_enabled:
+                # A DeepSpeed inference engine places the reference on the device and, under
+                # ZeRO-3, gathers its partitioned weights at forward time (as trl does).
+                from trl.models.utils import prepare_deepspeed
+
+                self.ref_model = prepare_deepspeed(self.ref_model, self.accelerator)
 
         if cfg.train_layers is not None:
             if _is_peft(model):

@@ -16,7 +16,7 @@ from reptune.training import RepTuneConfig  # noqa: E402
 from reptune.vectors import SteeringVectors  # noqa: E402
 
 __all__ = ["GradCapture", "make_args", "make_rows", "make_tokenizer", "random_vectors",
-           "sequential", "tiny_model"]
+           "save_tiny_model", "sequential", "tiny_model"]
 
 _SUBJECTS = ["the sky", "a dog", "the sea", "my day", "this film", "the lazy fox", "a claim",
              "the quick brown fox", "an honest answer", "the number 42", "a happy day"]
@@ -43,6 +43,18 @@ def tiny_model(n_layers=4, hidden=32, lora=True, seed=0, init_lora_weights=True,
     config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
                         init_lora_weights=init_lora_weights)
     return get_peft_model(model, config)
+
+
+def save_tiny_model(folder, hidden: int = 32, n_layers: int = 4, seed: int = 0) -> Path:
+    """A tiny Llama, its tokenizer and a random LoRA adapter (``folder/adapter``) on disk, so
+    that every process of a run, and the reference run, start from the very same weights."""
+    folder = Path(folder)
+    tiny_model(n_layers, hidden, lora=False, seed=seed).save_pretrained(folder)
+    make_tokenizer(pad=True).save_pretrained(folder)
+    tiny_model(n_layers, hidden, seed=seed, init_lora_weights=False).save_pretrained(
+        folder / "adapter"
+    )
+    return folder
 
 
 def random_vectors(hidden: int, layers, seed: int = 0) -> SteeringVectors:
