@@ -270,8 +270,8 @@ class RepTuneLossMixin:
                 "several GPUs in one process (nn.DataParallel) are not supported: launch one "
                 "process per GPU with torchrun or accelerate launch"
             )
-        if self.is_deepspeed_enabled and _is_peft(model):
-            self._check_zero3_adapter_save()
+        if self.is_deepspeed_enabled:
+            self._check_zero3_save()
         for name, dataset in self._datasets_to_check():
             self._check_dataset_positions(dataset, name)
 
@@ -295,14 +295,20 @@ class RepTuneLossMixin:
                 "DeepSpeed or FSDP the parameters are sharded"
             )
 
-    def _check_zero3_adapter_save(self) -> None:
+    def _check_zero3_save(self) -> None:
+        """Refuse, before training, a ZeRO-3 run whose final save would hold no weights.
+
+        With a PEFT model the Trainer gathers the trainable (adapter) weights itself under
+        ZeRO-3, whatever the setting. A full model is gathered only with the 16-bit gather on;
+        without it the Trainer writes a DeepSpeed checkpoint that ``from_pretrained`` cannot read.
+        """
         plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
         config = getattr(getattr(plugin, "hf_ds_config", None), "config", {}) or {}
         zero = config.get("zero_optimization", {})
-        if zero.get("stage") == 3 and not zero.get("stage3_gather_16bit_weights_on_model_save"):
-            # Without it the Trainer saves an empty state dict for the adapter under ZeRO-3.
+        gather = zero.get("stage3_gather_16bit_weights_on_model_save")
+        if zero.get("stage") == 3 and not _is_peft(self.model) and gather not in (True, "true"):
             raise ValueError(
-                "DeepSpeed ZeRO-3 with a PEFT model saves empty adapters unless "
+                "DeepSpeed ZeRO-3 full fine-tuning saves no loadable weights unless "
                 "`zero3_save_16bit_model: true` (accelerate config) or "
                 "`stage3_gather_16bit_weights_on_model_save: true` (DeepSpeed JSON) is set"
             )

@@ -71,6 +71,7 @@ def engine_facts(trainer) -> dict:
     if trainer.is_deepspeed_enabled:
         engine = trainer.model_wrapped
         facts["zero_stage"] = engine.zero_optimization_stage()
+        facts["gather_16bit_on_save"] = engine.zero_gather_16bit_weights_on_model_save()
         # ZeRO-2: every rank owns a slice of the flat fp32 master weights (and their moments).
         optimizer = engine.optimizer
         flat = getattr(optimizer, "single_partition_of_fp32_groups", None)
