@@ -33,7 +33,7 @@ from common import (  # noqa: E402
 )
 
 from reptune.pipeline import StageRunner  # noqa: E402
-from reptune.training import RepTuneConfig  # noqa: E402
+from reptune.training import RepTuneConfig, check_precision  # noqa: E402
 
 logger = logging.getLogger("reptune.recipe")
 
@@ -455,6 +455,7 @@ def main(argv=None) -> int:
         sys.argv[1:] if argv is None else argv,
         "behaviour.py",
     )
+    check_precision(targs, argv, margs.dtype, full_weights=not margs.use_lora)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     run_dir = Path(margs.run_dir)
     stages = StageRunner(run_dir)

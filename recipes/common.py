@@ -18,6 +18,7 @@ from reptune.io import (
     resolve_data,  # noqa: F401  (the recipes import it from here)
 )
 from reptune.models import load_model
+from reptune.training.launch import whole_model_loading
 from reptune.vectors import SteeringVectors
 
 logger = logging.getLogger("reptune.recipe")
@@ -56,7 +57,8 @@ class ModelArguments:
 
 
 def load_base(args: ModelArguments):
-    model, tok = load_model(args.model, dtype=args.dtype)
+    with whole_model_loading():  # the stages run it outside the Trainer, also under ZeRO-3
+        model, tok = load_model(args.model, dtype=args.dtype)
     return model, tok
 
 
@@ -133,7 +135,8 @@ def load_tuned(args: ModelArguments, adapter_dir: Path | None):
 
         base, tok = load_base(args)
         return PeftModel.from_pretrained(base, str(adapter_dir)).eval(), tok
-    return load_model(str(adapter_dir), dtype=args.dtype)
+    with whole_model_loading():
+        return load_model(str(adapter_dir), dtype=args.dtype)
 
 
 def target_cosines(model, tok, vectors: SteeringVectors, rows, layers, positions) -> dict:

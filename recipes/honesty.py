@@ -34,7 +34,7 @@ from common import (  # noqa: E402
 
 from reptune.pairs import Claim  # noqa: E402
 from reptune.pipeline import StageRunner  # noqa: E402
-from reptune.training import RepTuneConfig, parse_positions  # noqa: E402
+from reptune.training import RepTuneConfig, check_precision, parse_positions  # noqa: E402
 
 
 @dataclass
@@ -211,6 +211,7 @@ def main(argv=None) -> int:
         sys.argv[1:] if argv is None else argv,
         "honesty.py",
     )
+    check_precision(targs, argv, margs.dtype, full_weights=not margs.use_lora)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     check_inputs(hargs)
     run_dir = Path(margs.run_dir)

@@ -10,6 +10,7 @@ Example:
 from .collator import RepTuneCollator, parse_positions, position_mask
 from .config import RepTuneConfig
 from .losses import TARGETS, cosine_loss, cosine_to_vector, representation_loss, retain_loss
+from .precision import check_precision
 from .trainer import (
     REPTUNE_CONFIG_NAME,
     REPTUNE_VECTORS_DIR,
@@ -26,6 +27,7 @@ __all__ = [
     "RepTuneConfig",
     "RepTuneLossMixin",
     "RepTuneTrainer",
+    "check_precision",
     "cosine_loss",
     "cosine_to_vector",
     "freeze_except_layers",

@@ -52,6 +52,7 @@ from .collator import (
     prompt_end_from_labels,
 )
 from .config import REP_FIELDS, RepTuneConfig, parse_param_lrs
+from .launch import check_launch
 from .losses import representation_loss, retain_loss
 
 __all__ = [
@@ -179,6 +180,7 @@ class RepTuneLossMixin:
                 "subclass RepTuneConfig, or rep_config=RepTuneConfig(...)"
             )
         self.rep_config = cfg
+        check_launch(self.args, self.is_fsdp_enabled)
         self._rep_target = cfg.rep_target
         self._rep_positions = parse_positions(cfg.rep_positions)
         self._retain_positions = parse_positions(cfg.retain_positions)
