@@ -123,5 +123,5 @@ def test_conflicting_precision_fails_before_loading_with_both_files_named(tiny_c
     assert len(lines) == 1, proc.stderr[-3000:]
     line = lines[0]
     assert "single_gpu.yaml" in line and str(tiny_config) in line, line
-    assert 'mixed_precision: "no"' in line and "bf16: true" in line, line
+    assert "drop --mixed_precision" in line and "bf16: true" in line, line
     assert not (tmp_path / "run").exists()  # nothing ran, no model was loaded

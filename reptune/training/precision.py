@@ -88,10 +88,14 @@ def check_precision(args, config=None, model_dtype: str | None = None, full_weig
         raise ValueError(f"{recipe} sets both bf16 and fp16: keep one")
     launched = launch_precision()
     if launched not in ("no", wanted):
+        launcher = _accelerate_file()
+        if launcher.startswith("`"):  # set by the flag, not by the file
+            drop = "drop --mixed_precision"
+        else:
+            drop = 'set mixed_precision: "no" in the accelerate file'
         raise ValueError(
-            f"{_accelerate_file()} sets mixed_precision: {launched} but {recipe} asks for "
-            f'{_say(wanted)}: set mixed_precision: "no" in the accelerate file (the recipe '
-            f"config decides) or {_ask(launched)} in {recipe}"
+            f"{launcher} sets mixed_precision: {launched} but {recipe} asks for {_say(wanted)}: "
+            f"{drop} (the recipe config decides) or set {launched}: true in {recipe}"
         )
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     ds_file = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
@@ -117,7 +121,3 @@ def check_precision(args, config=None, model_dtype: str | None = None, full_weig
 
 def _say(precision: str) -> str:
     return "float32 (no bf16/fp16)" if precision == "no" else f"{precision}: true"
-
-
-def _ask(precision: str) -> str:
-    return f"set {precision}: true"
