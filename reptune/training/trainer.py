@@ -232,11 +232,12 @@ class RepTuneLossMixin:
                 if not (self.is_deepspeed_enabled or self.is_model_parallel):
                     self.ref_model.to(self.args.device)
             else:
-                if any(hasattr(p, "ds_numel") for p in model.parameters()):
+                if any(hasattr(p, "ds_numel") or p.is_meta for p in model.parameters()):
                     raise ValueError(
-                        "retain loss under DeepSpeed ZeRO-3 on a model without adapters: the "
-                        "model is already partitioned, a copy of it would hold no weights. Pass "
-                        "ref_model= (the original model, loaded after the training arguments)"
+                        "retain loss on a model without adapters that is loaded partitioned "
+                        "(ZeRO-3) or on the meta device (FSDP's cpu_ram_efficient_loading): a "
+                        "copy of it holds no weights. Pass ref_model= (ZeRO-3: loaded the same "
+                        "way), or load the model whole"
                     )
                 logger.warning(
                     "retain loss on a model without adapters: keeping a frozen copy of the "
