@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU smoke test, not part of CI (it needs GPUs):
-#   1. the multi-process engine tests (tests/dist/test_engines.py) on CUDA;
+#   1. the multi-process engine tests (tests/test_trainer_engines.py) on CUDA;
 #   2. a bf16 ZeRO-3 and an FSDP2 rep-tuning run of a 7B-class Llama built from a config, a few
 #      steps each, against the plain Trainer (scripts/bench_scale.py): tokens/s, MFU and the
 #      step-time ratio, the last line of each run being one JSON object.
@@ -35,7 +35,7 @@ else
     else
         echo "== engine tests: one GPU, so on CPU processes (NCCL needs one GPU per process)"
     fi
-    "$PY" -m pytest -q tests/dist/test_engines.py
+    "$PY" -m pytest -q tests/test_trainer_engines.py
 fi
 
 for engine in deepspeed_zero3 fsdp2; do

@@ -33,7 +33,7 @@ LAUNCHES = {
 }
 GPU_ONLY = {
     # accelerate turns FSDP on only for GPUs; on CPU processes RepTuneTrainer refuses the DDP it
-    # would fall back to. tests/dist/test_engines.py runs FSDP2 on CPU through a test patch.
+    # would fall back to. tests/test_trainer_engines.py runs FSDP2 on CPU through a test patch.
     "fsdp2.yaml": "FSDP on CPU processes is not FSDP",
 }
 

@@ -122,7 +122,7 @@ def test_zero3_save_guard_refuses_only_full_models_without_16bit_gather():
         check(fake(full, stage3))
     check(fake(full, gathered))
     # The Trainer gathers a PEFT model's adapter weights itself: a complete adapter either way
-    # (tests/dist/test_engines.py saves one under ZeRO-3 without the gather).
+    # (tests/test_trainer_engines.py saves one under ZeRO-3 without the gather).
     check(fake(adapters, stage3))
     check(fake(full, {"zero_optimization": {"stage": 2}}))
 

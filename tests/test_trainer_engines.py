@@ -31,7 +31,8 @@ from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
 
-DIST = Path(__file__).resolve().parent
+# The workers live in tests/dist/ (pytest does not collect folders named dist).
+DIST = Path(__file__).resolve().parent / "dist"
 ROOT = DIST.parents[1]
 ACCELERATE = ROOT / "recipes" / "accelerate"
 WORKER = DIST / "engine_train.py"
