@@ -165,6 +165,8 @@ def assert_adapter_loads(model_dir: Path, adapter: Path, ref_adapter: Path) -> N
 
 
 def test_zero2_selected_layers_with_retain_match_one_process(model_dir, reference, tmp_path):
+    from transformers import AutoModelForCausalLM
+
     ref, ref_out = reference("layers")
     run = train(tmp_path / "z2", model_dir, "layers", "deepspeed_zero2.yaml")
     facts = run["facts"]
@@ -177,6 +179,7 @@ def test_zero2_selected_layers_with_retain_match_one_process(model_dir, referenc
         tmp_path / "z2/final/model.safetensors",
         model_dir / "model.safetensors",
     )
+    AutoModelForCausalLM.from_pretrained(tmp_path / "z2/final")
 
 
 def test_zero3_selected_layers_with_retain_match_one_process(model_dir, reference, tmp_path):
@@ -236,3 +239,46 @@ def test_fsdp2_lora_matches_one_process_and_resumes(model_dir, reference, tmp_pa
             model_dir / "adapter/adapter_model.safetensors",
         )
     assert_adapter_loads(model_dir, tmp_path / "f2/final", ref_out / "final")
+
+
+def test_trainingarguments_deepspeed_under_torchrun_on_cpu_needs_use_cpu(
+    model_dir, reference, tmp_path
+):
+    """transformers' own route, ``TrainingArguments(deepspeed=ds.json)`` under torchrun: ZeRO-2
+    matches 1 process, on CPU processes with ``use_cpu`` (the worker sets it there). Without it
+    each CPU process would take itself for the only one: test_precision.py covers that refusal."""
+    ds = tmp_path / "ds.json"
+    zero = {"stage": 2}
+    ds.write_text(
+        json.dumps(
+            {
+                "zero_optimization": zero,
+                "train_micro_batch_size_per_gpu": "auto",
+                "train_batch_size": "auto",
+                "gradient_accumulation_steps": "auto",
+                "gradient_clipping": "auto",
+            }
+        )
+    )
+    ref, ref_out = reference("layers")
+    out = tmp_path / "ta"
+    opts = ["--model", str(model_dir), "--variant", "layers", "--steps", "3", "--batch", "2"]
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(WORKER),
+            str(out),
+            *opts,
+            "--deepspeed_json",
+            str(ds),
+        ],
+        tmp_path,
+    )
+    run = json.loads((out / "result.json").read_text())
+    assert (run["facts"]["world_size"], run["facts"]["zero_stage"]) == (2, 2)
+    assert_same_steps(ref["logs"], run["logs"])

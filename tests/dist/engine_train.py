@@ -5,7 +5,8 @@ One process (the reference, no engine)::
 
     python engine_train.py OUT --model DIR --variant lora --batch 4
 
-Two processes under an accelerate config (DeepSpeed ZeRO-2/3 or FSDP2)::
+Two processes under an accelerate config (DeepSpeed ZeRO-2/3 or FSDP2), or under torchrun with
+``--deepspeed_json ds.json`` (transformers' ``TrainingArguments(deepspeed=...)`` route)::
 
     accelerate launch --config_file zero3.yaml --num_processes 2 engine_train.py OUT \\
         --model DIR --variant lora --batch 2
@@ -131,6 +132,9 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--save_steps", type=int, default=0)
     parser.add_argument(
+        "--deepspeed_json", default=None, help="TrainingArguments(deepspeed=FILE) (torchrun)"
+    )
+    parser.add_argument(
         "--resume", type=int, default=0, help="then resume from the checkpoint of this step"
     )
     opts = parser.parse_args(argv)
@@ -164,6 +168,7 @@ def main(argv=None) -> None:
         ddp_backend="gloo"
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
         else None,
+        deepspeed=opts.deepspeed_json,
         **extra,
     )
     result = {}
