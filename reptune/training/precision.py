@@ -21,7 +21,8 @@ _DEFAULT_ACCELERATE_FILE = "the accelerate config (`accelerate launch --config_f
 
 
 def config_precision(args) -> str:
-    """``"bf16"``, ``"fp16"`` or ``"no"``: what the training arguments ask for."""
+    """``"bf16"``, ``"fp16"`` or ``"no"`` (``"both"`` when both are set): what the training
+    arguments ask for."""
     if getattr(args, "bf16", False) and getattr(args, "fp16", False):
         return "both"
     if getattr(args, "bf16", False):
