@@ -75,7 +75,9 @@ def build_model(opts):
         num_key_value_heads=max(opts.hidden // 128, 4),
         max_position_embeddings=opts.seq + 8,
     )
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # Built before the Trainer picks each process's GPU: choose it here (LOCAL_RANK).
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
     dtype = torch.bfloat16 if opts.bf16 else torch.float32
     with torch.device(device):  # random weights made on the GPU: seconds, not minutes
         model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
