@@ -18,7 +18,7 @@ from pathlib import Path
 from reptune.commands import parse
 from reptune.evaluation import Report
 from reptune.publish import publish_run
-from reptune.training import RepTuneConfig
+from reptune.training import RepTuneConfig, check_precision
 from reptune.workflow import (
     BehaviourArguments,
     ModelArguments,
@@ -32,11 +32,11 @@ from reptune.workflow.layout import write_run_config
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     margs, rargs, bargs, targs = parse(
-        (ModelArguments, RunArguments, BehaviourArguments, RepTuneConfig),
-        sys.argv[1:] if argv is None else argv,
-        "behaviour.py",
+        (ModelArguments, RunArguments, BehaviourArguments, RepTuneConfig), argv, "behaviour.py"
     )
+    check_precision(targs, argv, margs.dtype, full_weights=margs.finetune != "lora")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     stages = StageRunner(rargs.run_dir)
     results = run_behaviour(bargs, margs, targs, stages)

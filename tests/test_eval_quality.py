@@ -44,6 +44,13 @@ def test_continuation_log_probs_equal_one_pair_at_a_time(setup):
     batched = continuation_log_probs(model, tok, PROMPTS, ANSWERS, batch_size=3)
     for prompt, answer, got in zip(PROMPTS, ANSWERS, batched):
         torch.testing.assert_close(got, _by_hand(model, tok, prompt, answer), atol=1e-5, rtol=1e-5)
+    # One prompt, answers of different lengths, continuing from one shared prompt cache.
+    shared = [PROMPTS[0]] * 3 + [PROMPTS[1]]
+    answers = [ANSWERS[0], " a", ANSWERS[2], ANSWERS[1]]
+    for prompt, answer, got in zip(
+        shared, answers, continuation_log_probs(model, tok, shared, answers, batch_size=2)
+    ):
+        torch.testing.assert_close(got, _by_hand(model, tok, prompt, answer), atol=1e-5, rtol=1e-5)
 
 
 def test_harmonic_mean_by_hand():

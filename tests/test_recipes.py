@@ -220,6 +220,9 @@ def test_honesty_recipe_with_two_processes(tiny_run, tmp_path):
             "false",
             "--tradeoff_items",
             str(ROOT / "tests/fixtures/eval/mmlu.jsonl"),
+            # without it each CPU process takes itself for the only one (RepTuneTrainer refuses)
+            "--use_cpu",
+            "true",
         ]
     )
     assert (run / "adapter/adapter_model.safetensors").is_file()

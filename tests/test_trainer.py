@@ -543,7 +543,23 @@ def test_tune_command_end_to_end(tmp_path, tok):
         "eval_results.json",
     ):
         assert (out / name).is_file(), name
-    assert json.loads((out / REPTUNE_CONFIG_NAME).read_text())["rep_layers"] == [1, 2]
+    settings = json.loads((out / REPTUNE_CONFIG_NAME).read_text())
+    assert settings["rep_layers"] == [1, 2] and settings["base_model"] == str(model_dir)
+    # The card and the push read the output folder of `reptune tune` as they read a run folder.
+    from huggingface_hub import ModelCard
+
+    from reptune.cli import main as cli
+
+    assert cli(["card", str(out)]) == 0
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "peft" and "PeftModel.from_pretrained" in card.text
+    assert cli(["push", str(out), "--repo_id", "someone/tuned", "--dry_run"]) == 0
+    from reptune.publish import files_to_upload
+
+    files = files_to_upload(out)
+    assert {"README.md", "adapter_model.safetensors", "adapter_config.json"} <= set(files)
+    assert f"{REPTUNE_VECTORS_DIR}/steering_vectors.json" in files
+    assert not any(f.endswith(".bin") or f.startswith("checkpoint-") for f in files)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "x"}\n')
     with pytest.raises(ValueError, match="line 1"):

@@ -104,21 +104,27 @@ def test_vectors_stay_plain_tensors_outside_the_model(tmp_path):
     assert not any("vector" in k for k in model.state_dict())
 
 
-def test_zero3_with_adapters_needs_16bit_gather():
+def test_zero3_save_guard_refuses_only_full_models_without_16bit_gather():
     from reptune.training.trainer import RepTuneLossMixin
 
-    def fake(config):
+    def fake(model, config):
         plugin = SimpleNamespace(hf_ds_config=SimpleNamespace(config=config))
         state = SimpleNamespace(deepspeed_plugin=plugin)
-        return SimpleNamespace(accelerator=SimpleNamespace(state=state))
+        return SimpleNamespace(accelerator=SimpleNamespace(state=state), model=model)
 
-    check = RepTuneLossMixin._check_zero3_adapter_save
+    check = RepTuneLossMixin._check_zero3_save
+    full, adapters = tiny_model(lora=False), tiny_model()
+    stage3 = {"zero_optimization": {"stage": 3}}
+    gathered = {
+        "zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True}
+    }
     with pytest.raises(ValueError, match="zero3_save_16bit_model"):
-        check(fake({"zero_optimization": {"stage": 3}}))
-    check(
-        fake({"zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True}})
-    )
-    check(fake({"zero_optimization": {"stage": 2}}))
+        check(fake(full, stage3))
+    check(fake(full, gathered))
+    # The Trainer gathers a PEFT model's adapter weights itself: a complete adapter either way
+    # (tests/test_trainer_engines.py saves one under ZeRO-3 without the gather).
+    check(fake(adapters, stage3))
+    check(fake(full, {"zero_optimization": {"stage": 2}}))
 
 
 def _run(cmd, cwd):

@@ -21,8 +21,9 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,7 @@ __all__ = [
     "score_generations",
     "summarize_quality",
     "next_token_kl",
+    "KLReference",
 ]
 
 AXES = ("behaviour", "fluency", "relevance", "harmonic")
@@ -112,8 +114,9 @@ def continuation_log_probs(
 ) -> list[torch.Tensor]:
     """Log-probability of each continuation token given its prompt, one 1-D tensor per pair.
 
-    The prompt and the continuation are tokenized apart, so the boundary is exact; the LM head
-    runs only on the positions that predict a continuation token.
+    The prompt and the continuation are tokenized apart, so the boundary is exact. Each distinct
+    prompt runs once; the continuations that follow it (several answers to one prompt, one answer
+    scored under several prompts) continue from its KV cache, in batches.
 
     Example:
         >>> lp = continuation_log_probs(model, tok, ["Hi."], [" Hello there!"])[0]
@@ -123,14 +126,53 @@ def continuation_log_probs(
         raise ValueError("give one continuation per prompt")
     ensure_pad_token(tokenizer)
     device = model_device(model)
-    out: list[torch.Tensor] = []
-    for start in range(0, len(prompts), batch_size):
-        part = slice(start, start + batch_size)
-        encoded, feed, keep = _batch(tokenizer, prompts[part], continuations[part], device)
-        logp = model(**feed).logits.float().log_softmax(-1).cpu()
-        for row, (targets, span) in enumerate(_spans(encoded, keep)):
-            index = torch.tensor(targets, dtype=torch.long).unsqueeze(-1)
-            out.append(logp[row, span].gather(-1, index).squeeze(-1))
+    out: list[torch.Tensor | None] = [None] * len(prompts)
+    by_prompt: dict[str, list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        by_prompt.setdefault(prompt, []).append(i)
+    for prompt, rows in by_prompt.items():
+        ids = tokenizer(prompt, add_special_tokens=adds_bos(tokenizer, prompt))["input_ids"]
+        head = torch.tensor([ids], device=device)
+        first = model(input_ids=head, use_cache=True)
+        first_logp = first.logits[0, -1].float().log_softmax(-1).cpu()
+        for start in range(0, len(rows), batch_size):
+            part = rows[start : start + batch_size]
+            targets = [
+                tokenizer(continuations[i], add_special_tokens=False)["input_ids"]
+                if continuations[i]
+                else []
+                for i in part
+            ]
+            width = max(len(t) for t in targets)
+            if width == 0:
+                for i in part:
+                    out[i] = torch.empty(0)
+                continue
+            cont = torch.full((len(part), width), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(part), len(ids) + width), dtype=torch.long)
+            mask[:, : len(ids)] = 1
+            for row, t in enumerate(targets):
+                cont[row, : len(t)] = torch.tensor(t, dtype=torch.long)
+                mask[row, len(ids) : len(ids) + len(t)] = 1
+            cache = copy.deepcopy(first.past_key_values)
+            cache.batch_repeat_interleave(len(part))
+            positions = torch.arange(len(ids), len(ids) + width).expand(len(part), -1)
+            logits = model(
+                input_ids=cont.to(device),
+                attention_mask=mask.to(device),
+                position_ids=positions.to(device),
+                past_key_values=cache,
+                use_cache=True,
+            ).logits
+            logp = logits.float().log_softmax(-1).cpu()
+            for row, (i, t) in enumerate(zip(part, targets)):
+                if not t:
+                    out[i] = torch.empty(0)
+                    continue
+                # The prompt's last logit predicts the first token; logit j predicts token j + 1.
+                index = torch.tensor(t[1:], dtype=torch.long).unsqueeze(-1)
+                rest = logp[row, : len(t) - 1].gather(-1, index).squeeze(-1)
+                out[i] = torch.cat([first_logp[t[0]].view(1), rest])
     return out
 
 
@@ -208,25 +250,63 @@ def next_token_kl(
     prompts: Sequence[str],
     continuations: Sequence[str],
     batch_size: int = 16,
-) -> list[float]:
+):
     """Mean ``KL(P || Q)`` of the two models' next-token distributions over the positions that
     predict each continuation's tokens (one value per pair).
 
     Typical use: ``P`` the steered model, ``Q`` a tuned model, the continuations the steered
     model's own generations: 0 means the tuned model predicts exactly as the steered one.
+    ``model_q`` may be a mapping of named models: ``P`` then runs once per batch for all of
+    them, and the result maps each name to its values.
 
     Example:
         >>> kl = next_token_kl(steered, tuned, tok, test_prompts, steered_texts)
+        >>> kls = next_token_kl(steered, {"base": base, "tuned": tuned}, tok, prompts, texts)
     """
-    ensure_pad_token(tokenizer)
-    device = model_device(model_q)
-    out: list[float] = []
-    for start in range(0, len(prompts), batch_size):
-        part = slice(start, start + batch_size)
-        encoded, feed, keep = _batch(tokenizer, prompts[part], continuations[part], device)
-        logp = model_p(**feed).logits.float().log_softmax(-1)
-        logq = model_q(**feed).logits.float().log_softmax(-1)
-        kl = (logp.exp() * (logp - logq)).sum(-1).cpu()
-        for row, (_, span) in enumerate(_spans(encoded, keep)):
-            out.append(float(kl[row, span].mean()) if span.stop > span.start else 0.0)
-    return out
+    reference = KLReference(model_p, tokenizer, prompts, continuations, batch_size)
+    if isinstance(model_q, Mapping):
+        return {name: reference.kl(model) for name, model in model_q.items()}
+    return reference.kl(model_q)
+
+
+class KLReference:
+    """``P``'s next-token distributions along fixed continuations, computed once, so that
+    ``KL(P || Q)`` for many models ``Q`` (checkpoints, variants) costs one pass of each.
+
+    Example:
+        >>> ref = KLReference(steered, tok, dev_prompts, steered_dev_answers)
+        >>> ref.kl(tuned_checkpoint)  # one value per pair
+    """
+
+    @torch.no_grad()
+    def __init__(self, model_p, tokenizer, prompts, continuations, batch_size: int = 16):
+        ensure_pad_token(tokenizer)
+        self.tokenizer, self.batch_size = tokenizer, batch_size
+        self.prompts, self.continuations = list(prompts), list(continuations)
+        device = model_device(model_p)
+        self.batches = []
+        for start in range(0, len(self.prompts), batch_size):
+            part = slice(start, start + batch_size)
+            encoded, feed, keep = _batch(
+                tokenizer, self.prompts[part], self.continuations[part], device
+            )
+            logp = model_p(**feed).logits.float().log_softmax(-1)
+            self.batches.append((encoded, keep, logp))
+
+    @torch.no_grad()
+    def kl(self, model_q) -> list[float]:
+        """Mean ``KL(P || Q)`` over each pair's continuation positions."""
+        device = model_device(model_q)
+        out = []
+        for start, (encoded, keep, logp) in zip(
+            range(0, len(self.prompts), self.batch_size), self.batches
+        ):
+            part = slice(start, start + self.batch_size)
+            _, feed, _ = _batch(
+                self.tokenizer, self.prompts[part], self.continuations[part], device
+            )
+            logq = model_q(**feed).logits.float().log_softmax(-1)
+            kl = (logp.exp() * (logp - logq.to(logp.device))).sum(-1).cpu()
+            for row, (_, span) in enumerate(_spans(encoded, keep)):
+                out.append(float(kl[row, span].mean()) if span.stop > span.start else 0.0)
+        return out

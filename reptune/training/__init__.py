@@ -17,6 +17,7 @@ from .losses import (
     retain_loss,
     steer_loss,
 )
+from .precision import check_precision
 from .trainer import (
     REPTUNE_CONFIG_NAME,
     REPTUNE_VECTORS_DIR,
@@ -33,6 +34,7 @@ __all__ = [
     "RepTuneConfig",
     "RepTuneLossMixin",
     "RepTuneTrainer",
+    "check_precision",
     "cosine_loss",
     "cosine_to_vector",
     "freeze_except_layers",

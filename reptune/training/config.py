@@ -12,6 +12,7 @@ from transformers import TrainingArguments
 from ..vectors import COEFFICIENT_UNITS, DEFAULT_COEFFICIENT_UNIT, check_coefficient_unit
 from .collator import parse_positions
 from .losses import TARGETS
+from .precision import check_precision
 
 __all__ = ["RepTuneConfig", "REP_FIELDS", "parse_param_lrs"]
 
@@ -255,6 +256,9 @@ class RepTuneConfig(TrainingArguments):
             _check_regex("train_modules", pattern)
         if self.train_modules is not None and self.train_layers is None:
             raise ValueError("train_modules needs train_layers")
+        # Before transformers reads the launch: its own errors for a conflict come later or name
+        # the wrong file.
+        check_precision(self)
         super().__post_init__()
 
     def rep_settings(self) -> dict[str, Any]:

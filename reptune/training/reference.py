@@ -71,6 +71,7 @@ class ReferencePass:
         steer: dict[int, torch.Tensor] | None = None,
         *,
         ref_model: nn.Module | None = None,
+        accelerator=None,
         layer_path: str | None = None,
         stop_early: bool = True,
         device=None,
@@ -82,6 +83,15 @@ class ReferencePass:
         self.from_adapter = is_peft_model(_peft_inside(model))
         self.ref_model = None
         if not self.from_adapter:
+            if ref_model is None and any(
+                hasattr(p, "ds_numel") or p.is_meta for p in model.parameters()
+            ):
+                raise ValueError(
+                    "reference activations of a model without adapters that is loaded "
+                    "partitioned (ZeRO-3) or on the meta device (FSDP's cpu_ram_efficient_loading):"
+                    " a copy of it holds no weights. Pass ref_model= (ZeRO-3: loaded the same "
+                    "way), or load the model whole"
+                )
             if ref_model is None:
                 logger.warning(
                     "reference activations of a model without adapters: keeping a frozen copy "
@@ -89,7 +99,13 @@ class ReferencePass:
                 )
                 ref_model = copy.deepcopy(unwrap_model(model))
             self.ref_model = ref_model.eval().requires_grad_(False)
-            if device is not None:
+            if accelerator is not None:
+                # A DeepSpeed inference engine places the reference on the device and, under
+                # ZeRO-3, gathers its partitioned weights at forward time (as trl does).
+                from trl.models.utils import prepare_deepspeed
+
+                self.ref_model = prepare_deepspeed(self.ref_model, accelerator)
+            elif device is not None:
                 self.ref_model.to(device)
 
     @torch.no_grad()

@@ -22,6 +22,7 @@ from ..layers import check_layers, find_layers, num_layers
 from .checkpoints import as_vectors
 from .collator import RepTuneCollator, parse_positions
 from .config import REP_FIELDS, parse_param_lrs
+from .launch import check_launch
 from .masks import batch_masks, rows_without_positions
 from .parameters import freeze_except_layers
 from .reference import ReferencePass, is_peft_model
@@ -42,6 +43,7 @@ class RepTuneSetup:
                 "subclass RepTuneConfig, or rep_config=RepTuneConfig(...)"
             )
         self.rep_config = cfg
+        check_launch(self.args, self.is_fsdp_enabled)
         self._steer = cfg.rep_target == "steer"
         self._positions = (
             parse_positions(cfg.rep_positions),
@@ -104,8 +106,8 @@ class RepTuneSetup:
                 "several GPUs in one process (nn.DataParallel) are not supported: launch one "
                 "process per GPU with torchrun or accelerate launch"
             )
-        if self.is_deepspeed_enabled and is_peft_model(model):
-            self._check_zero3_adapter_save()
+        if self.is_deepspeed_enabled:
+            self._check_zero3_save()
         self._check_datasets()
 
     def _build_reference(self, ref_model) -> ReferencePass | None:
@@ -126,6 +128,7 @@ class RepTuneSetup:
             record,
             steer,
             ref_model=ref_model,
+            accelerator=self.accelerator if self.is_deepspeed_enabled else None,
             layer_path=cfg.layer_path,
             # Raising out of a sharded forward could leave ZeRO-3/FSDP gathering half done.
             stop_early=not sharded,
@@ -161,14 +164,24 @@ class RepTuneSetup:
         below |= {id(p) for p in model.get_input_embeddings().parameters()}
         return all(id(p) in below for p in model.parameters() if p.requires_grad)
 
-    def _check_zero3_adapter_save(self) -> None:
+    def _check_zero3_save(self) -> None:
+        """Refuse, before training, a ZeRO-3 run whose final save would hold no weights.
+
+        With a PEFT model the Trainer gathers the trainable (adapter) weights itself under
+        ZeRO-3, whatever the setting. A full model is gathered only with the 16-bit gather on;
+        without it the Trainer writes a DeepSpeed checkpoint that ``from_pretrained`` cannot read.
+        """
         plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
         config = getattr(getattr(plugin, "hf_ds_config", None), "config", {}) or {}
         zero = config.get("zero_optimization", {})
-        if zero.get("stage") == 3 and not zero.get("stage3_gather_16bit_weights_on_model_save"):
-            # Without it the Trainer saves an empty state dict for the adapter under ZeRO-3.
+        gather = zero.get("stage3_gather_16bit_weights_on_model_save")
+        if (
+            zero.get("stage") == 3
+            and not is_peft_model(self.model)
+            and gather not in (True, "true")
+        ):
             raise ValueError(
-                "DeepSpeed ZeRO-3 with a PEFT model saves empty adapters unless "
+                "DeepSpeed ZeRO-3 full fine-tuning saves no loadable weights unless "
                 "`zero3_save_16bit_model: true` (accelerate config) or "
                 "`stage3_gather_16bit_weights_on_model_save: true` (DeepSpeed JSON) is set"
             )

@@ -74,8 +74,14 @@ class ModelArguments:
             raise ValueError("lora_target_modules is empty: name modules or use 'all-linear'")
 
     def load(self):
-        """``(model, tokenizer)``, the model in eval mode."""
-        return load_model(self.model, dtype=self.dtype, trust_remote_code=self.trust_remote_code)
+        """``(model, tokenizer)``, the model in eval mode, whole also under a ZeRO-3 launch (the
+        stages run it outside the Trainer)."""
+        from ..training.launch import whole_model_loading
+
+        with whole_model_loading():
+            return load_model(
+                self.model, dtype=self.dtype, trust_remote_code=self.trust_remote_code
+            )
 
     def peft_config(self, train_args=None):
         """The LoRA config for ``train_args`` (a RepTuneConfig), or None when not LoRA.

@@ -31,7 +31,7 @@ from ..behaviours.sentiment import (
     positivity,
 )
 from ..evaluation.ab import with_coefficient
-from ..evaluation.quality import QualityScores, next_token_kl, score_generations
+from ..evaluation.quality import KLReference, QualityScores, next_token_kl, score_generations
 from ..evaluation.stats import mean_interval
 from ..extract import extract_vectors
 from ..io import read_jsonl, write_jsonl
@@ -284,10 +284,14 @@ def run_behaviour(bargs: BehaviourArguments, margs, targs, stages: StageRunner, 
     dev_answers = [r["answer"] for r in read_jsonl(dev_file)]
     dev_chat = [format_chat(tok, p) for p in dev]
     bound = with_coefficient(steered, torch.tensor(float(coef)))
+    dev_reference = None
 
     def dev_score(model) -> float:
         """Closeness to the steered model on dev prompts (higher is closer)."""
-        kl = next_token_kl(bound, model, tok, dev_chat, dev_answers)
+        nonlocal dev_reference
+        if dev_reference is None:  # the steered model's side, computed once for every snapshot
+            dev_reference = KLReference(bound, tok, dev_chat, dev_answers)
+        kl = dev_reference.kl(model)
         return -sum(kl) / len(kl)
 
     trained = {}
@@ -337,10 +341,9 @@ def run_behaviour(bargs: BehaviourArguments, margs, targs, stages: StageRunner, 
         }
         scores = {cname: score(test, t) for cname, t in texts.items()}
         chat = [format_chat(tok, p) for p in test]
+        compared = {"base": base, **tuned}
         kl = {}
-        for cname in ["base", *bargs.variants]:
-            model = base if cname == "base" else tuned[cname]
-            values = next_token_kl(bound, model, tok, chat, texts["steered"])
+        for cname, values in next_token_kl(bound, compared, tok, chat, texts["steered"]).items():
             m = mean_interval(values)
             kl[cname] = {"kl_to_steered": m.value, "kl_low": m.low, "kl_high": m.high}
         ppl_models = {"base": (base, tok), "steered": (bound, tok)}

@@ -78,6 +78,9 @@ class HonestyArguments:
         default_factory=lambda: [-0.5, -0.25, 0.0, 0.25, 0.5],
         metadata={"help": "coefficients of the dev sweep, in the training coefficient_unit"},
     )
+    sweep_ablate: bool = field(
+        default=True, metadata={"help": "add the ablated direction to the dev sweep"}
+    )
     tune_targets: list[str] = field(
         default_factory=lambda: ["toward", "away"],
         metadata={"help": "toward = honest model, away = dishonest model"},
@@ -181,7 +184,9 @@ def run_honesty(hargs: HonestyArguments, margs, targs, stages: StageRunner) -> d
         "pairing_mode", "extract_layers", "extract_method", "extract_position"
     )
     s_layers = s_vectors | pick("steer_layers", "num_rep_layers") | {"rep_layers": targs.rep_layers}
-    s_sweep = s_layers | pick("sweep_coefficients") | {"unit": targs.coefficient_unit}
+    s_sweep = (
+        s_layers | pick("sweep_coefficients", "sweep_ablate") | {"unit": targs.coefficient_unit}
+    )
     model, tok = margs.load()
 
     def split():
@@ -249,7 +254,7 @@ def run_honesty(hargs: HonestyArguments, margs, targs, stages: StageRunner) -> d
             claim_items(dev),
             steer_layers,
             hargs.sweep_coefficients,
-            ablate=True,
+            ablate=hargs.sweep_ablate,
             scorer="letter",
             conditions=HONESTY_CONDITIONS,
             coefficient_unit=targs.coefficient_unit,

@@ -17,7 +17,7 @@ import torch
 from ..evaluation.ab import generate_texts
 from ..evaluation.perplexity import compare_perplexity, perplexity, perplexity_interval
 from ..evaluation.quality import AXES, QualityScores, summarize_quality
-from ..hooks import intervene, recording
+from ..hooks import forward_until, recording
 from ..pairs import format_chat
 from ..tokenization import encode_batch
 from ..training.collator import parse_positions
@@ -133,8 +133,7 @@ def target_cosines(model, tokenizer, vectors, rows, layers, positions, batch_siz
     for start in range(0, len(texts), batch_size):
         batch = encode_batch(tokenizer, texts[start : start + batch_size], position_ids=True)
         rec, fns = recording(layers)
-        with intervene(model, fns, positions):
-            model(**batch, use_cache=False)
+        forward_until(model, fns, positions, **batch)  # no block past the deepest layer runs
         for layer in layers:
             h = rec.hidden(layer)[rec.mask(layer)].float()
             v = vectors[layer].float().to(h.device)

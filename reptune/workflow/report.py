@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+from ..evaluation.plots import plot_sweep
 from ..evaluation.report import Report
 from ..vectors import SteeringVectors, describe_unit
 from .measure import plot_conditions
@@ -256,6 +257,15 @@ def add_behaviour_section(report: Report, res: dict) -> None:
         ev["quality"],
         description="test prompts: every condition on the three axes",
     )
+    for axis in ("harmonic", "behaviour"):
+        sweep_plot = plot_sweep(
+            chosen["rows"],
+            layout.report_dir / f"dev_sweep_{axis}.png",
+            metric=axis,
+            title=f"{name} (dev prompts)",
+            ylabel=f"{axis} (0-1), 95% interval",
+        )
+        sec.add_plot(sweep_plot, f"dev prompts: {axis} against the steering coefficient")
     plot = plot_conditions(
         ev["quality"], layout.report_dir / "conditions.png", f"{name}: test prompts"
     )

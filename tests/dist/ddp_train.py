@@ -23,22 +23,37 @@ def main(out: str, batch: int) -> None:
     torch.set_num_threads(1)
     out_dir = Path(out)
     args = make_args(
-        out_dir / "run", per_device_train_batch_size=batch, max_steps=3, learning_rate=1e-2,
-        rep_layers=[1, 2], rep_positions="completion", retain_weight=0.3, retain_layers=[3],
+        out_dir / "run",
+        per_device_train_batch_size=batch,
+        max_steps=3,
+        learning_rate=1e-2,
+        rep_layers=[1, 2],
+        rep_positions="completion",
+        retain_weight=0.3,
+        retain_layers=[3],
         # only under torchrun: an explicit backend makes accelerate expect a process group
         ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
     )
-    trainer = sequential(RepTuneTrainer(
-        tiny_model(init_lora_weights=False), args, vectors=random_vectors(32, range(4)),
-        train_dataset=make_rows(12), processing_class=make_tokenizer(),
-    ))
+    trainer = sequential(
+        RepTuneTrainer(
+            tiny_model(init_lora_weights=False),
+            args,
+            vectors=random_vectors(32, range(4)),
+            train_dataset=make_rows(12),
+            processing_class=make_tokenizer(),
+        )
+    )
     trainer.train()
     if trainer.args.process_index == 0:
         logs = [h for h in trainer.state.log_history if "loss" in h]
-        (out_dir / "logs.json").write_text(json.dumps(
-            {"world_size": trainer.args.world_size, "logs": logs}))
-        weights = {n: p.detach().contiguous() for n, p in trainer.model.named_parameters()
-                   if p.requires_grad}
+        (out_dir / "logs.json").write_text(
+            json.dumps({"world_size": trainer.args.world_size, "logs": logs})
+        )
+        weights = {
+            n: p.detach().contiguous()
+            for n, p in trainer.model.named_parameters()
+            if p.requires_grad
+        }
         save_file(weights, str(out_dir / "adapter.safetensors"))
     if torch.distributed.is_initialized():
         torch.distributed.barrier()

@@ -15,11 +15,30 @@ from conftest import make_model, make_tokenizer  # noqa: E402
 from reptune.training import RepTuneConfig  # noqa: E402
 from reptune.vectors import SteeringVectors  # noqa: E402
 
-__all__ = ["GradCapture", "make_args", "make_rows", "make_tokenizer", "random_vectors",
-           "sequential", "tiny_model"]
+__all__ = [
+    "GradCapture",
+    "make_args",
+    "make_rows",
+    "make_tokenizer",
+    "random_vectors",
+    "save_tiny_model",
+    "sequential",
+    "tiny_model",
+]
 
-_SUBJECTS = ["the sky", "a dog", "the sea", "my day", "this film", "the lazy fox", "a claim",
-             "the quick brown fox", "an honest answer", "the number 42", "a happy day"]
+_SUBJECTS = [
+    "the sky",
+    "a dog",
+    "the sea",
+    "my day",
+    "this film",
+    "the lazy fox",
+    "a claim",
+    "the quick brown fox",
+    "an honest answer",
+    "the number 42",
+    "a happy day",
+]
 
 
 def make_rows(n: int, offset: int = 0) -> list[dict]:
@@ -40,23 +59,46 @@ def tiny_model(n_layers=4, hidden=32, lora=True, seed=0, init_lora_weights=True,
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed + 1)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
-                        init_lora_weights=init_lora_weights)
+    config = LoraConfig(
+        r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=init_lora_weights
+    )
     return get_peft_model(model, config)
+
+
+def save_tiny_model(folder, hidden: int = 32, n_layers: int = 4, seed: int = 0) -> Path:
+    """A tiny Llama, its tokenizer and a random LoRA adapter (``folder/adapter``) on disk, so
+    that every process of a run, and the reference run, start from the very same weights."""
+    folder = Path(folder)
+    tiny_model(n_layers, hidden, lora=False, seed=seed).save_pretrained(folder)
+    make_tokenizer(pad=True).save_pretrained(folder)
+    tiny_model(n_layers, hidden, seed=seed, init_lora_weights=False).save_pretrained(
+        folder / "adapter"
+    )
+    return folder
 
 
 def random_vectors(hidden: int, layers, seed: int = 0) -> SteeringVectors:
     gen = torch.Generator().manual_seed(seed)
-    return SteeringVectors({layer: torch.randn(hidden, generator=gen) for layer in layers},
-                           {"model_name": "tiny"})
+    return SteeringVectors(
+        {layer: torch.randn(hidden, generator=gen) for layer in layers}, {"model_name": "tiny"}
+    )
 
 
 def make_args(output_dir, **overrides) -> RepTuneConfig:
     base = dict(
-        output_dir=str(output_dir), use_cpu=True, report_to=[], disable_tqdm=True,
-        save_strategy="no", logging_steps=1, seed=0, max_grad_norm=0.0,
-        per_device_train_batch_size=4, max_steps=2, learning_rate=1e-3,
-        rep_positions="-2", lm_weight=0.5,
+        output_dir=str(output_dir),
+        use_cpu=True,
+        report_to=[],
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+        max_grad_norm=0.0,
+        per_device_train_batch_size=4,
+        max_steps=2,
+        learning_rate=1e-3,
+        rep_positions="-2",
+        lm_weight=0.5,
     )
     base.update(overrides)
     return RepTuneConfig(**base)
@@ -65,7 +107,8 @@ def make_args(output_dir, **overrides) -> RepTuneConfig:
 def sequential(trainer):
     """Feed rows in order, so runs with different batch layouts see the same rows per step."""
     trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(
-        trainer.train_dataset)
+        trainer.train_dataset
+    )
     return trainer
 
 
@@ -76,5 +119,6 @@ class GradCapture(TrainerCallback):
         self.grads = []
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        self.grads.append({n: p.grad.clone() for n, p in model.named_parameters()
-                           if p.grad is not None})
+        self.grads.append(
+            {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        )
