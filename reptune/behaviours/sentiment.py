@@ -312,7 +312,7 @@ def fit_judge_threshold(model, tokenizer, batch_size: int = 16) -> float:
     return max(cuts, key=lambda cut: sum((x > cut) == y for x, y in zip(logits, labels)))
 
 
-def positivity(judge_model, tokenizer, texts: Sequence[str], batch_size: int = 16) -> list[float]:
+def positivity(judge_model, tokenizer, texts: Sequence[str], batch_size: int = 32) -> list[float]:
     """The behaviour axis in ``[0, 1]``: ``(model_sentiment_score + 1) / 2`` under the judge.
 
     Judge with the untuned base model, so the yardstick never moves with the intervention.

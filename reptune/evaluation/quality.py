@@ -133,7 +133,7 @@ def continuation_log_probs(
     for prompt, rows in by_prompt.items():
         ids = tokenizer(prompt, add_special_tokens=adds_bos(tokenizer, prompt))["input_ids"]
         head = torch.tensor([ids], device=device)
-        first = model(input_ids=head, use_cache=True)
+        first = model(input_ids=head, use_cache=True, logits_to_keep=1)
         first_logp = first.logits[0, -1].float().log_softmax(-1).cpu()
         for start in range(0, len(rows), batch_size):
             part = rows[start : start + batch_size]
@@ -185,7 +185,7 @@ def score_generations(
     *,
     distractors: int = 4,
     seed: int = 0,
-    batch_size: int = 16,
+    batch_size: int = 32,
 ) -> QualityScores:
     """Behaviour (given, in ``[0, 1]``), fluency and relevance of each response, and their
     harmonic mean.

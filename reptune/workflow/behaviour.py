@@ -30,7 +30,7 @@ from ..behaviours.sentiment import (
     load_train_prompts,
     positivity,
 )
-from ..evaluation.ab import with_coefficient
+from ..evaluation.ab import generate_texts, with_coefficient
 from ..evaluation.quality import KLReference, QualityScores, next_token_kl, score_generations
 from ..evaluation.stats import mean_interval
 from ..extract import extract_vectors
@@ -213,17 +213,27 @@ class _Scorer:
 
 
 def _dev_sweep(bargs, vecs, layers, dev, base, tok, score) -> list[dict]:
+    """Every coefficient of the grid on the dev prompts, one layer at a time; all coefficients
+    of a layer are generated in shared batches (one coefficient per row) and scored together."""
     rows = []
+    coefs = [float(c) for c in bargs.coefficients]
+    chat = [format_chat(tok, p) for p in dev]
     for layer in layers:
         steered = SteeredModel(base, vecs, layers=[layer])
-        for c in bargs.coefficients:
-            texts = generate_condition(
-                steered, tok, dev, coefficient=c, new_tokens=bargs.new_tokens
-            )
-            q = score(dev, texts)
+        texts = generate_texts(
+            steered,
+            tok,
+            chat * len(coefs),
+            coefficients=torch.tensor([c for c in coefs for _ in dev]),
+            max_new_tokens=bargs.new_tokens,
+            batch_size=32,
+        )
+        q = score(dev * len(coefs), texts)
+        n = len(dev)
+        for i, c in enumerate(coefs):
             row = {"layer": layer, "coefficient": c, "coefficient_unit": "residual_norm"}
             for axis in ("behaviour", "fluency", "relevance", "harmonic"):
-                m = mean_interval(getattr(q, axis))
+                m = mean_interval(getattr(q, axis)[i * n : (i + 1) * n])
                 row.update({axis: m.value, f"{axis}_low": m.low, f"{axis}_high": m.high})
             rows.append(row)
     return rows

@@ -276,7 +276,7 @@ def run_honesty(hargs: HonestyArguments, margs, targs, stages: StageRunner) -> d
     sweep_info = stages.run("sweep", sweep, s_sweep)
     dev_text = load_text(resolve_data(hargs.dev_text))
     window = (hargs.perplexity_window, hargs.perplexity_stride)
-    base_dev_ppl = perplexity(model, tok, dev_text, *window).perplexity
+    base_dev_ppl = perplexity(model, tok, dev_text, *window, batch_size=8).perplexity
     dev_rows = claim_rows(dev, True)
 
     def dev_choice(target):
@@ -285,7 +285,9 @@ def run_honesty(hargs: HonestyArguments, margs, targs, stages: StageRunner) -> d
         sign = {"toward": 1.0, "away": -1.0, "orthogonal": 0.0}[target]
 
         def score(m) -> float:
-            ratio = perplexity(m, tok, dev_text, *window).perplexity / base_dev_ppl - 1.0
+            ratio = (
+                perplexity(m, tok, dev_text, *window, batch_size=8).perplexity / base_dev_ppl - 1.0
+            )
             if ratio > hargs.max_perplexity_increase:
                 return -1.0 - ratio
             cos = target_cosines(m, tok, vecs, dev_rows, rep_layers, targs.rep_positions)

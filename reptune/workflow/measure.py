@@ -39,7 +39,7 @@ def generate_condition(
     coefficient: float | None = None,
     system: str | None = None,
     new_tokens: int = 24,
-    batch_size: int = 16,
+    batch_size: int = 32,
 ) -> list[str]:
     """Greedy answers of one condition to plain user prompts.
 
@@ -88,7 +88,7 @@ def perplexity_rows(
         >>> perplexity_rows({"base": (base, tok), "steered": (steered, tok)}, text, 256, 128)
     """
     results = {
-        name: perplexity(m, tok, text, window=window, stride=stride)
+        name: perplexity(m, tok, text, window=window, stride=stride, batch_size=8)
         for name, (m, tok) in models.items()
     }
     reference = reference or next(iter(results))
