@@ -76,13 +76,17 @@ def test_cache_and_batching_agree_and_eos_truncates():
     _assert_matches_manual(model, together, vecs)
 
 
-@pytest.mark.parametrize("positions", ["all", "generated"])
-def test_steered_records_the_stream_after_the_addition(positions):
+@pytest.mark.parametrize(
+    "positions,use_cache", [("all", True), ("generated", True), ("generated", False)]
+)
+def test_steered_records_the_stream_after_the_addition(positions, use_cache):
     model, tok, vecs = make_model(), make_tokenizer(), _vectors()
     steered = SteeredModel(model, vecs, layers=[1], coefficient=0.8, positions=positions)
     blocks = find_layers(model)
     hooks_before = [len(b._forward_hooks) for b in blocks]
-    res = record_projections(steered, tok, PROMPTS[:2], vecs, LAYERS, max_new_tokens=5)
+    res = record_projections(
+        steered, tok, PROMPTS[:2], vecs, LAYERS, max_new_tokens=5, use_cache=use_cache
+    )
     assert [len(b._forward_hooks) for b in blocks] == hooks_before  # no hook outlives the call
     unit = vecs[1] / vecs[1].norm()
     seen = {}
@@ -186,3 +190,20 @@ def test_bad_input_fails_before_generating():
     steered = SteeredModel(model, vecs, layers=[1], coefficient=torch.tensor([1.0, 2.0]))
     with pytest.raises(ValueError, match="coefficients for 3 prompts"):
         record_projections(steered, tok, PROMPTS, vecs)
+
+
+def test_hooks_are_removed_when_generation_fails():
+    model, tok, vecs = make_model(), make_tokenizer(), _vectors()
+    blocks = find_layers(model)
+
+    def fail(module, args, output):
+        raise RuntimeError("boom")
+
+    handle = blocks[3].register_forward_hook(fail)
+    try:
+        with pytest.raises(RuntimeError, match="boom"):
+            record_projections(model, tok, PROMPTS, vecs, LAYERS, max_new_tokens=2)
+        assert [len(b._forward_hooks) for b in blocks] == [0, 0, 0, 1]
+        assert not model.model._forward_pre_hooks
+    finally:
+        handle.remove()
