@@ -312,6 +312,9 @@ def record_projections(
         raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    for key in ("num_return_sequences", "num_beams"):
+        if generate_kwargs.get(key, 1) != 1:
+            raise ValueError(f"{key} must be 1: each prompt gives one recorded generation")
     by_layer, layer_ids = _layer_vectors(vectors, layers, model)
     if isinstance(model, SteeredModel):
         coef = torch.as_tensor(model.coefficient)

@@ -71,7 +71,9 @@ class TokenPCA:
     """Components of one layer's pair differences and the per-token loadings of example texts.
 
     ``loadings[i][t, k]``: token ``t`` of ``texts[i]`` on component ``k`` (its activation minus
-    ``center``, the pairs' mean activation, dotted with the unit component).
+    ``center``, the pairs' mean activation, dotted with the unit component). ``repeat[i][t]``
+    marks tokens inside a prefix that an earlier text shares (same tokens, so the same
+    activations: the two texts of a pair share their whole prompt).
 
     Example:
         >>> view.component_rows()[0]["explained_variance_ratio"]
@@ -86,6 +88,7 @@ class TokenPCA:
     texts: list[str]
     tokens: list[list[str]]
     special: list[list[bool]]
+    repeat: list[list[bool]]
     loadings: list[torch.Tensor]
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -109,9 +112,10 @@ class TokenPCA:
     def rows(self) -> list[dict[str, Any]]:
         """One row per token of every example text, with its loading on each component."""
         out = []
-        for i, (tokens, flags, load) in enumerate(zip(self.tokens, self.special, self.loadings)):
-            for t, (token, special) in enumerate(zip(tokens, flags)):
-                row = {"text": i, "position": t, "token": token, "special": special}
+        for i, (tokens, load) in enumerate(zip(self.tokens, self.loadings)):
+            for t, token in enumerate(tokens):
+                row = {"text": i, "position": t, "token": token}
+                row.update(special=self.special[i][t], repeat=self.repeat[i][t])
                 row.update({f"pc{k + 1}": float(load[t, k]) for k in range(self.n_components)})
                 out.append(row)
         return out
@@ -119,17 +123,32 @@ class TokenPCA:
     def top_tokens(self, component: int = 0, n: int = 10) -> list[dict[str, Any]]:
         """The ``n`` highest and ``n`` lowest loading tokens on ``component`` (0-based).
 
-        Special tokens and each text's first token (the attention sink) are left out.
+        Special tokens, each text's first token (the attention sink) and tokens repeating an
+        earlier text's prefix are left out.
 
         Example:
             >>> [r["token"] for r in view.top_tokens(0, 3) if r["side"] == "high"]
         """
         key = f"pc{component + 1}"
-        rows = [r for r in self.rows() if not r["special"] and r["position"] > 0]
+        rows = _ranked(self.rows())
         rows.sort(key=lambda r: r[key], reverse=True)
         high = [{"side": "high", "rank": j + 1, **r} for j, r in enumerate(rows[:n])]
         low = [{"side": "low", "rank": j + 1, **r} for j, r in enumerate(rows[::-1][:n])]
         return high + low
+
+
+def _ranked(rows: list[dict]) -> list[dict]:
+    """The rows worth ranking: no special token, attention sink or repeated prefix."""
+    return [r for r in rows if not (r["special"] or r["repeat"]) and r["position"] > 0]
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _token_activations(model, tokenizer, texts, layer, batch_size):
@@ -195,10 +214,14 @@ def token_pca(
     comps, ratios = pair_components(pos - neg, n_components)
     center = torch.cat([pos, neg]).mean(0)
     special_ids = set(getattr(tokenizer, "all_special_ids", []) or [])
-    tokens, special, loadings = [], [], []
+    tokens, special, repeat, loadings, seen = [], [], [], [], []
     for ids, hidden in _token_activations(model, tokenizer, texts, layer, batch_size):
-        tokens.append([tokenizer.decode([t]) for t in ids.tolist()])
-        special.append([t in special_ids for t in ids.tolist()])
+        ids = ids.tolist()
+        shared = max((_common_prefix(ids, other) for other in seen), default=0)
+        seen.append(ids)
+        tokens.append([tokenizer.decode([t]) for t in ids])
+        special.append([t in special_ids for t in ids])
+        repeat.append([t < shared for t in range(len(ids))])
         loadings.append((hidden - center) @ comps.T)
     metadata = {
         "model_name": getattr(unwrap_model(model), "name_or_path", None),
@@ -214,6 +237,7 @@ def token_pca(
         texts,
         tokens,
         special,
+        repeat,
         loadings,
         metadata,
     )
@@ -223,7 +247,7 @@ def plot_token_pca(view: TokenPCA, path: str | Path, annotate: int = 6) -> Path:
     """Scree plot of the pair differences, and every example token on PC1 x PC2.
 
     The ``annotate`` highest and lowest loading tokens on PC1 (and the extremes on PC2) are
-    labelled; special tokens and the first token of each text are not drawn.
+    labelled; special tokens, the first token of each text and repeated prefixes are not drawn.
 
     Example:
         >>> plot_token_pca(view, "runs/x/pca_tokens_layer10.png")
@@ -237,7 +261,7 @@ def plot_token_pca(view: TokenPCA, path: str | Path, annotate: int = 6) -> Path:
     scree.set_xlabel("component of the pair differences")
     scree.set_ylabel("explained variance ratio")
     scree.set_title(f"layer {view.layer}")
-    rows = [r for r in view.rows() if not r["special"] and r["position"] > 0]
+    rows = _ranked(view.rows())
     two = view.n_components > 1
     for i in range(len(view.texts)):
         mine = [r for r in rows if r["text"] == i]

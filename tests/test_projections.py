@@ -173,6 +173,10 @@ def test_save_load_rows_summary_and_plot(tmp_path):
     assert summary[0]["last2_projection"] == pytest.approx(float(last2.mean()))
     png = plot_projections({"a": res, "b": back}, tmp_path / "p.png", index=2, prompt_tokens=3)
     assert Image.open(png).size[0] > 100
+    png = plot_projections(res, tmp_path / "c.png", index=0, kind="cosine")
+    assert Image.open(png).size[0] > 100
+    with pytest.raises(ValueError, match="unknown kind"):
+        plot_projections(res, tmp_path / "x.png", kind="norm")
 
 
 def test_bad_input_fails_before_generating():
@@ -183,6 +187,8 @@ def test_bad_input_fails_before_generating():
         record_projections(model, tok, [], vecs)
     with pytest.raises(ValueError, match="max_new_tokens"):
         record_projections(model, tok, PROMPTS, vecs, max_new_tokens=0)
+    with pytest.raises(ValueError, match="num_beams must be 1"):
+        record_projections(model, tok, PROMPTS, vecs, num_beams=2)
     with pytest.raises(ValueError, match="context"):
         record_projections(model, tok, PROMPTS, vecs, max_new_tokens=500)
     with pytest.raises(ValueError, match="hidden size"):

@@ -70,7 +70,14 @@ def test_top_tokens_and_plot(tmp_path):
     top = view.top_tokens(0, n=3)
     high = [r["pc1"] for r in top if r["side"] == "high"]
     low = [r["pc1"] for r in top if r["side"] == "low"]
-    eligible = sorted(r["pc1"] for r in view.rows() if r["position"] > 0 and not r["special"])
+    rows = view.rows()
+    # Texts 0 and 1 are one pair: text 1 repeats text 0's tokens up to where they differ.
+    shared = next(t for t, (a, b) in enumerate(zip(*view.tokens[:2])) if a != b)
+    assert [r["repeat"] for r in rows if r["text"] == 1][: shared + 1] == [True] * shared + [False]
+    assert not any(r["repeat"] for r in rows if r["text"] == 0)
+    eligible = sorted(
+        r["pc1"] for r in rows if r["position"] > 0 and not (r["special"] or r["repeat"])
+    )
     assert high == eligible[::-1][:3] and low == eligible[:3]
     png = plot_token_pca(view, tmp_path / "pca.png")
     assert Image.open(png).size[0] > 100
