@@ -4,6 +4,7 @@ from conftest import make_model, make_tokenizer
 
 from reptune.evaluation.attack import (
     AttackConfig,
+    _prefix_cache,
     _split_prompt,
     attack_items,
     compare_attacks,
@@ -93,8 +94,9 @@ def _one_hot_gradient(model, tok, item, suffix, config):
     return one_hot.grad
 
 
+@pytest.mark.parametrize("cached", [False, True])
 @pytest.mark.parametrize("arch", ["llama", "gemma3", "steered"])
-def test_token_gradients_equal_the_one_hot_gradient(arch):
+def test_token_gradients_equal_the_one_hot_gradient(arch, cached):
     model, tok = _model("gemma3" if arch == "gemma3" else "llama"), make_tokenizer()
     if arch == "steered":
         vecs = SteeringVectors({1: torch.randn(32, generator=torch.Generator().manual_seed(0))})
@@ -102,9 +104,26 @@ def test_token_gradients_equal_the_one_hot_gradient(arch):
     cfg, item, suffix = AttackConfig(**SMALL), ITEMS[1], [40, 41, 42, 43]
     before, after = _split_prompt(tok, item, cfg)
     neg, tgt = letter_token_ids(tok, "A"), letter_token_ids(tok, "B")
-    grad = token_gradients(model, before, suffix, after, neg, tgt)
+    cache = _prefix_cache(model, before) if cached else None
+    grad = token_gradients(model, before, suffix, after, neg, tgt, cache)
     expected = _one_hot_gradient(model, tok, item, suffix, cfg)
     torch.testing.assert_close(grad, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("positions", ["all", "prompt", "generated"])
+def test_prefix_cache_changes_nothing(positions):
+    tok = make_tokenizer()
+    vecs = SteeringVectors({1: torch.randn(32, generator=torch.Generator().manual_seed(0))})
+    model = SteeredModel(
+        _model(), vecs, layers=[1], coefficient=3.0, coefficient_unit="raw", positions=positions
+    )
+    traces = [
+        gcg_attack(model, tok, ITEMS[1], AttackConfig(**{**SMALL, "steps": 3}, prefix_cache=c))
+        for c in (False, True)
+    ]
+    assert traces[0].suffix_ids == traces[1].suffix_ids
+    assert traces[0].losses == pytest.approx(traces[1].losses, abs=1e-4)
+    assert traces[0].p_negative == pytest.approx(traces[1].p_negative, rel=1e-3)
 
 
 def test_steered_and_peft_models_are_attacked_through_hooks_and_adapters():

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from ..hooks import _PROMPT_END_ATTR
 from ..layers import model_device, unwrap_model
 from ..tokenization import adds_bos
 from .datasets import ABItem, item_prompt
@@ -59,7 +61,8 @@ class AttackConfig:
     """The budget and settings of one attack (the same for every model compared).
 
     ``steps`` x ``candidates`` forward passes per item (plus one gradient pass per step with
-    ``method="gradient"``); ``batch_size`` candidates per forward batch.
+    ``method="gradient"``); ``batch_size`` candidates per forward batch. With ``prefix_cache``
+    the prompt before the suffix runs once per item and its KV cache is reused (same losses).
 
     Example:
         >>> AttackConfig(steps=10, candidates=32, topk=32, suffix_length=8, seed=1)
@@ -77,6 +80,7 @@ class AttackConfig:
     early_stop: bool = False
     ascii_only: bool = True
     batch_size: int = 64
+    prefix_cache: bool = True
 
     def __post_init__(self):
         for name in ("steps", "candidates", "topk", "suffix_length", "batch_size"):
@@ -203,50 +207,76 @@ def _embedding_scale(embed: torch.nn.Module, ids: torch.Tensor) -> float:
     return scale
 
 
-def token_gradients(model, before, suffix, after, negative, target) -> torch.Tensor:
+def _prefix_cache(model, before: list[int]):
+    """The KV cache of the fixed prompt part before the suffix (computed once per item)."""
+    ids = torch.tensor([before], device=model_device(model))
+    with torch.no_grad():
+        out = model(
+            input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, logits_to_keep=1
+        )
+    return out.past_key_values
+
+
+def _run(model, cache, before, rest_ids=None, rest_embeds=None):
+    """Last-position logits of ``before + rest`` (rest as ids or embeddings, batch ``n``).
+
+    With a prefix ``cache`` only the rest is computed, on a batch-``n`` copy of the cache (the
+    original is kept for the next call); the whole input still counts as prompt for the hooks,
+    as without a cache.
+    """
+    rest = rest_ids if rest_ids is not None else rest_embeds
+    n, device = rest.shape[0], rest.device
+    if cache is None:
+        head = torch.tensor(before, device=device).expand(n, -1)
+        if rest_ids is not None:
+            kwargs = {"input_ids": torch.cat([head, rest_ids], dim=1)}
+        else:
+            embed = unwrap_model(model).get_input_embeddings()
+            kwargs = {"inputs_embeds": torch.cat([embed(head), rest_embeds], dim=1)}
+    else:
+        kwargs = {"input_ids": rest_ids} if rest_ids is not None else {"inputs_embeds": rest_embeds}
+        cache = copy.deepcopy(cache)
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+        setattr(cache, _PROMPT_END_ATTR, len(before) + rest.shape[1])
+        kwargs["past_key_values"] = cache
+    mask = torch.ones(n, len(before) + rest.shape[1], dtype=torch.long, device=device)
+    out = model(**kwargs, attention_mask=mask, use_cache=cache is not None, logits_to_keep=1)
+    return out.logits[:, -1]
+
+
+def token_gradients(model, before, suffix, after, negative, target, cache=None) -> torch.Tensor:
     """Gradient of the target loss with respect to the one-hot suffix tokens, ``(m, vocab)``.
 
     Computed as ``(dL/dE) W^T`` from the gradient at the suffix embeddings ``E``, which equals
     the gradient through ``one_hot @ W`` (times the embedding scale, for Gemma) without a
-    ``(m, vocab)`` matmul in the forward pass.
+    ``(m, vocab)`` matmul in the forward pass. ``cache``: the prefix KV cache of ``before``.
 
     Example:
         >>> grad = token_gradients(model, before_ids, suffix_ids, after_ids, [33], [32])
     """
     embed = unwrap_model(model).get_input_embeddings()
-    device = model_device(model)
-    ids = torch.tensor([[*before, *suffix, *after]], device=device)
-    start, stop = len(before), len(before) + len(suffix)
+    ids = torch.tensor([[*suffix, *after]], device=model_device(model))
+    m = len(suffix)
     with torch.enable_grad():
         embeds = embed(ids).detach()
-        piece = embeds[:, start:stop].clone().requires_grad_(True)
-        inputs = torch.cat([embeds[:, :start], piece, embeds[:, stop:]], dim=1)
-        logits = model(
-            inputs_embeds=inputs,
-            attention_mask=torch.ones_like(ids),
-            use_cache=False,
-            logits_to_keep=1,
-        ).logits[:, -1]
+        piece = embeds[:, :m].clone().requires_grad_(True)
+        rest = torch.cat([piece, embeds[:, m:]], dim=1)
+        logits = _run(model, cache, before, rest_embeds=rest)
         loss, _ = _letter_loss(logits, negative, target)
         (grad,) = torch.autograd.grad(loss.sum(), piece)
-    scale = _embedding_scale(embed, ids[0, start:stop])
+    scale = _embedding_scale(embed, ids[0, :m])
     return (grad[0].float() @ embed.weight.detach().float().T) * scale
 
 
 @torch.no_grad()
-def _losses(model, before, suffixes: torch.Tensor, after, negative, target, batch_size: int):
-    device = model_device(model)
-    head = torch.tensor(before, device=device)
-    tail = torch.tensor(after, device=device)
+def _losses(model, cache, before, suffixes, after, negative, target, batch_size: int):
+    tail = torch.tensor(after, device=model_device(model))
     losses, margins = [], []
     for chunk in suffixes.split(batch_size):
-        chunk = chunk.to(device)
-        n = chunk.shape[0]
-        ids = torch.cat([head.expand(n, -1), chunk, tail.expand(n, -1)], dim=1)
-        logits = model(
-            input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False, logits_to_keep=1
-        ).logits[:, -1]
-        loss, margin = _letter_loss(logits, negative, target)
+        chunk = chunk.to(tail.device)
+        rest = torch.cat([chunk, tail.expand(chunk.shape[0], -1)], dim=1)
+        loss, margin = _letter_loss(_run(model, cache, before, rest), negative, target)
         losses.append(loss.cpu())
         margins.append(margin.cpu())
     return torch.cat(losses), torch.cat(margins)
@@ -308,7 +338,8 @@ def gcg_attack(
     if len(init) != 1 or not allowed[init[0]]:
         raise ValueError(f"init={config.init!r} must be one allowed token of the tokenizer")
     current = torch.tensor(init * config.suffix_length)
-    loss, margin = _losses(model, before, current[None], after, negative, target, 1)
+    cache = _prefix_cache(model, before) if config.prefix_cache else None
+    loss, margin = _losses(model, cache, before, current[None], after, negative, target, 1)
     best, success_before = float(loss[0]), bool(margin[0] > 0)
     losses, steps_run = [best], 0
     success = success_before
@@ -317,18 +348,20 @@ def gcg_attack(
             break
         grad = None
         if config.method == "gradient":
-            grad = token_gradients(model, before, current.tolist(), after, negative, target)
+            grad = token_gradients(model, before, current.tolist(), after, negative, target, cache)
             grad = grad.cpu()
         cands = _candidates(current, grad, allowed, config, gen)
         cands = cands[_retokenizes(tokenizer, cands)]
         if len(cands):
-            loss, margin = _losses(model, before, cands, after, negative, target, config.batch_size)
+            loss, margin = _losses(
+                model, cache, before, cands, after, negative, target, config.batch_size
+            )
             j = int(loss.argmin())
             if float(loss[j]) < best:  # keep the best: the loss never rises
                 best, current, success = float(loss[j]), cands[j].clone(), bool(margin[j] > 0)
         losses.append(best)
         steps_run += 1
-    loss, margin = _losses(model, before, current[None], after, negative, target, 1)
+    loss, margin = _losses(model, cache, before, current[None], after, negative, target, 1)
     log_neg = -float(loss[0])
     return AttackTrace(
         item_index=index,
