@@ -47,15 +47,20 @@ def main() -> None:
     args = parser.parse_args()
 
     seconds = {}
+
+    def done(stage: str, value: float) -> None:
+        seconds[stage] = value
+        print(f"{stage}: {value:.1f} s", flush=True)
+
     t = time.perf_counter()
     model, tok = reptune.load_model(args.model)
-    seconds["load"] = time.perf_counter() - t
+    done("load", time.perf_counter() - t)
 
     t = time.perf_counter()
     pairs = load_sentiment_pairs(tok, "train")
     layers = sorted(set(args.layers) | {args.steer_layer})
     vecs = reptune.extract_vectors(model, tok, pairs, layers=layers, progress=False)
-    seconds["extract_sentiment"] = time.perf_counter() - t
+    done("extract_sentiment", time.perf_counter() - t)
 
     report = Report("Diagnostics", model={"spec": args.model})
     steered = reptune.SteeredModel(
@@ -71,11 +76,11 @@ def main() -> None:
         args.output,
         max_new_tokens=args.new_tokens,
     )
-    seconds["projections"] = sec["seconds"]
+    done("projections", sec["seconds"])
     add_section(report, sec)
 
     sec = pca_section(model, tok, pairs, args.steer_layer, args.output)
-    seconds["pca_view"] = sec["seconds"]
+    done("pca_view", sec["seconds"])
     add_section(report, sec)
 
     t = time.perf_counter()
@@ -83,7 +88,7 @@ def main() -> None:
     honesty = reptune.extract_vectors(
         model, tok, claims_to_pairs(claims, tok), layers=[args.steer_layer], progress=False
     )
-    seconds["extract_honesty"] = time.perf_counter() - t
+    done("extract_honesty", time.perf_counter() - t)
     items = load_items(resolve_data("reptune:honesty_claims.jsonl"), limit=args.attack_items)
     config = AttackConfig(
         steps=args.attack_steps,
@@ -104,8 +109,9 @@ def main() -> None:
         items,
         config,
         args.output,
+        progress=True,
     )
-    seconds["attack"] = sec["seconds"]
+    done("attack", sec["seconds"])
     add_section(report, sec)
     paths = report.write(args.output)
     print(f"report: {paths['markdown']}")

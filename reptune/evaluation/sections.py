@@ -170,7 +170,7 @@ def _plot_losses(results, path) -> Path:
 
 
 def attack_section(
-    models, tokenizer, items, config: AttackConfig, folder: str | Path
+    models, tokenizer, items, config: AttackConfig, folder: str | Path, progress: bool = False
 ) -> dict[str, Any]:
     """Attack success rate of the same GCG budget against each model, with Wilson intervals.
 
@@ -181,7 +181,7 @@ def attack_section(
     """
     folder = Path(folder)
     started = time.perf_counter()
-    results = compare_attacks(models, tokenizer, items, config)
+    results = compare_attacks(models, tokenizer, items, config, progress)
     rows = [res.summary(name) for name, res in results.items()]
     per_item = [
         {
