@@ -319,7 +319,9 @@ def gcg_attack(
     Returns an :class:`AttackTrace` whose ``losses`` (initial, then after each step) never rise.
     Suffix candidates whose text would tokenize differently are skipped, so the printed suffix
     reproduces the attack. ``allowed`` (a boolean mask over the vocabulary) restricts the suffix
-    tokens; by default every non-special (printable ASCII) token.
+    tokens; by default every non-special (printable ASCII) token. Put the model in eval mode
+    first (dropout would make the losses noisy); a ``SteeredModel`` counts the whole input as
+    prompt, as in any forward pass.
 
     Example:
         >>> trace = gcg_attack(model, tok, item, AttackConfig(steps=10, seed=0))
