@@ -2,16 +2,15 @@ import pytest
 import torch
 from conftest import make_model, make_tokenizer
 
-from reptune.evaluation.attack import (
-    AttackConfig,
-    _prefix_cache,
-    _split_prompt,
-    attack_items,
-    compare_attacks,
-    gcg_attack,
+from reptune.evaluation.attack import AttackConfig, attack_items, compare_attacks, gcg_attack
+from reptune.evaluation.datasets import ABItem
+from reptune.evaluation.gcg import (
+    allowed_tokens,
+    initial_suffix,
+    prefix_cache,
+    split_prompt,
     token_gradients,
 )
-from reptune.evaluation.datasets import ABItem
 from reptune.evaluation.letters import letter_token_ids
 from reptune.evaluation.stats import rate
 from reptune.pairs import CLAIM_QUESTION
@@ -34,7 +33,7 @@ def _model(arch="llama"):
 
 def _manual_loss(model, tok, item, suffix_ids, config):
     """-log P(negative letter) and the letter margin from one plain forward on the ids."""
-    before, after = _split_prompt(tok, item, config)
+    before, after = split_prompt(tok, item, config.system, config.answer_prefix)
     ids = torch.tensor([[*before, *suffix_ids, *after]])
     with torch.no_grad():
         logp = torch.log_softmax(model(input_ids=ids).logits[0, -1], -1)
@@ -48,6 +47,7 @@ def test_best_loss_never_rises_and_ends_lower():
     cfg = AttackConfig(**SMALL, seed=0)
     trace = gcg_attack(model, tok, ITEMS[0], cfg)
     assert len(trace.losses) == cfg.steps + 1 and trace.steps_run == cfg.steps
+    assert 0.5 * cfg.steps * cfg.candidates < trace.evaluated <= cfg.steps * cfg.candidates
     assert all(b <= a for a, b in zip(trace.losses, trace.losses[1:]))
     assert trace.losses[-1] < trace.losses[0]
     # The reported suffix reproduces the final loss, and its text tokenizes back to it.
@@ -78,7 +78,7 @@ def test_gradient_candidates_beat_random_ones_of_the_same_budget():
 def _one_hot_gradient(model, tok, item, suffix, config):
     """Reference: the gradient through one_hot @ W (times the embedding scale)."""
     embed = model.get_input_embeddings()
-    before, after = _split_prompt(tok, item, config)
+    before, after = split_prompt(tok, item, config.system, config.answer_prefix)
     one_hot = torch.nn.functional.one_hot(torch.tensor(suffix), embed.weight.shape[0]).float()
     one_hot.requires_grad_(True)
     scale = float(getattr(embed, "embed_scale", 1.0))
@@ -102,9 +102,9 @@ def test_token_gradients_equal_the_one_hot_gradient(arch, cached):
         vecs = SteeringVectors({1: torch.randn(32, generator=torch.Generator().manual_seed(0))})
         model = SteeredModel(model, vecs, layers=[1], coefficient=3.0, coefficient_unit="raw")
     cfg, item, suffix = AttackConfig(**SMALL), ITEMS[1], [40, 41, 42, 43]
-    before, after = _split_prompt(tok, item, cfg)
+    before, after = split_prompt(tok, item)
     neg, tgt = letter_token_ids(tok, "A"), letter_token_ids(tok, "B")
-    cache = _prefix_cache(model, before) if cached else None
+    cache = prefix_cache(model, before) if cached else None
     grad = token_gradients(model, before, suffix, after, neg, tgt, cache)
     expected = _one_hot_gradient(model, tok, item, suffix, cfg)
     torch.testing.assert_close(grad, expected, atol=1e-5, rtol=1e-4)
@@ -160,6 +160,17 @@ def test_compare_attacks_reports_rates_with_intervals():
     assert (row["success_low"], row["success_high"]) == (expected.low, expected.high)
     assert row["steps"] == 2 and row["candidates"] == 8 and row["method"] == "gradient"
     assert row["mean_final_loss"] <= row["mean_initial_loss"]
+
+
+def test_initial_suffix_round_trips():
+    tok = make_tokenizer()
+    allowed = allowed_tokens(tok, 320, ascii_only=True)
+    spaced = initial_suffix(tok, "ha", 3, allowed)  # "ha" and " ha" are tokens
+    assert tok.decode(spaced.tolist()) == "ha ha ha" and len(spaced) == 3
+    # "! ! !" is five tokens here (the spaces are tokens of their own): the joined form is used.
+    assert tok.decode(initial_suffix(tok, "!", 3, allowed).tolist()) == "!!!"
+    with pytest.raises(ValueError, match="round trip"):
+        initial_suffix(tok, "quick brown", 2, allowed)
 
 
 def test_early_stop_and_bad_input():
