@@ -13,7 +13,7 @@ each prompt alone.
 Example:
     >>> res = record_projections(model, tok, prompts, vecs, layers=[6, 10, 14], max_new_tokens=30)
     >>> res.save("runs/x/projections")
-    >>> plot_projections(res, "runs/x/projections/prompt0.png", index=0)
+    >>> plot_projections(res, "runs/x/projections/prompt0.png", index=0)  # projection_plots
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from matplotlib.figure import Figure
 from safetensors.torch import load_file, save_file
 
 from .hooks import CallPositions, intervene
@@ -38,7 +36,7 @@ from .steering import SteeredModel
 from .tokenization import context_length, encode_batch
 from .vectors import SteeringVectors
 
-__all__ = ["KINDS", "ProjectionResult", "record_projections", "plot_projections"]
+__all__ = ["KINDS", "ProjectionResult", "record_projections", "check_kind"]
 
 #: What a heatmap can show: the scalar projection ``h . v / |v|`` or the cosine.
 KINDS = ("projection", "cosine")
@@ -106,7 +104,7 @@ class ProjectionResult:
 
     def values(self, index: int, kind: str = "projection") -> torch.Tensor:
         """The ``(layers, tokens)`` table of prompt ``index`` for ``kind`` (see :data:`KINDS`)."""
-        _check_kind(kind)
+        check_kind(kind)
         return (self.projection if kind == "projection" else self.cosine)[index]
 
     def completion(self, index: int, tokenizer) -> str:
@@ -227,7 +225,7 @@ def _number(x) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _check_kind(kind: str) -> None:
+def check_kind(kind: str) -> None:
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}: use one of {KINDS}")
 
@@ -398,67 +396,3 @@ def record_projections(
     return ProjectionResult(
         prompts, layer_ids, token_ids, tokens, prompt_lengths, projection, cosine, metadata
     )
-
-
-def _label(token: str) -> str:
-    return repr(token)[1:-1][:14]
-
-
-def plot_projections(
-    results: ProjectionResult | Mapping[str, ProjectionResult],
-    path: str | Path,
-    index: int = 0,
-    kind: str = "projection",
-    prompt_tokens: int | None = None,
-) -> Path:
-    """Heatmap of one prompt: layers by tokens, decoded tokens on the x axis.
-
-    Several results (``{"base": r1, "steered": r2}``) are stacked as panels with one shared,
-    zero-centred colour scale (clipped at the 98th percentile of ``|value|`` so the attention
-    sink does not wash the rest out). A dashed line marks where generation starts;
-    ``prompt_tokens`` shows only that many prompt tokens before it.
-
-    Example:
-        >>> plot_projections({"base": base_res, "steered": steered_res}, "p0.png", index=0)
-    """
-    from .evaluation.plots import save_figure
-
-    _check_kind(kind)
-    named = {"": results} if isinstance(results, ProjectionResult) else dict(results)
-    if not named:
-        raise ValueError("no results to plot")
-    panels = []
-    for name, res in named.items():
-        if not 0 <= index < len(res):
-            raise IndexError(f"prompt index {index} out of range for {len(res)} prompts")
-        values = res.values(index, kind).numpy()
-        start = 0 if prompt_tokens is None else max(res.prompt_lengths[index] - prompt_tokens, 0)
-        panels.append((name, res, values[:, start:], start))
-    finite = np.concatenate([np.abs(v[np.isfinite(v)]) for _, _, v, _ in panels])
-    limit = float(np.quantile(finite, 0.98)) if finite.size else 1.0
-    limit = limit or 1.0
-    width = max(p[2].shape[1] for p in panels)
-    height = 0.25 * sum(len(res.layers) + 6 for _, res, _, _ in panels)
-    fig = Figure(figsize=(max(6.0, 0.17 * width + 2), height), layout="constrained")
-    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
-    image = None
-    for ax, (name, res, values, start) in zip(axes, panels):
-        image = ax.imshow(
-            np.ma.masked_invalid(values),
-            aspect="auto",
-            cmap="RdBu_r",
-            vmin=-limit,
-            vmax=limit,
-            interpolation="nearest",
-        )
-        tokens = res.tokens[index][start:]
-        ax.set_xticks(range(len(tokens)))
-        ax.set_xticklabels([_label(t) for t in tokens], rotation=90, fontsize=6)
-        ax.set_yticks(range(len(res.layers)))
-        ax.set_yticklabels([str(layer) for layer in res.layers], fontsize=7)
-        ax.set_ylabel("layer")
-        ax.axvline(res.prompt_lengths[index] - start - 0.5, color="black", ls="--", lw=1)
-        title = f"{name}: " if name else ""
-        ax.set_title(f"{title}{kind} per token (generation starts at the dashed line)", fontsize=8)
-    fig.colorbar(image, ax=list(axes), extend="both", fraction=0.02, label=kind)
-    return save_figure(fig, path)

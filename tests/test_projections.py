@@ -4,7 +4,8 @@ from conftest import make_model, make_tokenizer
 from PIL import Image
 
 from reptune.layers import find_layers
-from reptune.projections import ProjectionResult, plot_projections, record_projections
+from reptune.projection_plots import plot_projections
+from reptune.projections import ProjectionResult, record_projections
 from reptune.steering import SteeredModel
 from reptune.vectors import SteeringVectors
 

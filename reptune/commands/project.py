@@ -142,7 +142,8 @@ def main(argv) -> int:
     from ..evaluation.loading import load_for_evaluation
     from ..evaluation.tables import write_table
     from ..pairs import format_chat
-    from ..projections import plot_projections, record_projections
+    from ..projection_plots import plot_projections
+    from ..projections import record_projections
     from ..steering import SteeredModel
 
     model, tok = load_for_evaluation(args.model, args.adapter, args.dtype)

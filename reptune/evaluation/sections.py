@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..projections import plot_projections, record_projections
+from ..projection_plots import plot_projections
+from ..projections import record_projections
 from ..token_pca import plot_token_pca, token_pca
 from .attack import AttackConfig, compare_attacks
 from .plots import plot_rates, save_figure
