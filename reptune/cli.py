@@ -19,6 +19,7 @@ __all__ = ["main", "COMMANDS"]
 COMMANDS = {
     "extract": "extract",
     "steer": "steer",
+    "project": "project",
     "sweep": "sweep",
     "tune": "tune",
     "eval": "evaluate",

@@ -50,7 +50,7 @@ def test_claim_items_use_the_claim_question(name):
     tok = make_tokenizer()
     for it, claim in zip(items, claims):
         assert it.question == CLAIM_QUESTION.format(claim=claim.statement)
-        # The item prompt is exactly the published claim prompt of reptune.pairs.
+        # The item prompt is exactly the published claim prompt of reptune.behaviours.honesty.
         assert item_prompt(tok, it, HONEST_PERSONA, "(") == claim_prompt(
             tok, claim, HONEST_PERSONA, "("
         )

@@ -27,6 +27,7 @@ _EXPORTS = {
         "summarize",
         "with_coefficient",
     ),
+    "attack": ("AttackConfig", "AttackResult", "attack_items", "compare_attacks", "gcg_attack"),
     "capabilities": ("capability_rows", "evaluate_capabilities"),
     "embedding": ("EmbeddingModelUnavailable", "ExemplarScorer", "TextEmbedder", "embedding_score"),
     "endpoint": ("ChatEndpoint", "EndpointError"),

@@ -170,6 +170,12 @@ class BehaviourArguments:
         },
     )
     distractors: int = field(default=3, metadata={"help": "other prompts for the relevance axis"})
+    diagnostic_prompts: int = field(
+        default=4,
+        metadata={
+            "help": "test prompts of the generation-time projections and the PCA view (0 = off)"
+        },
+    )
     perplexity_window: int = field(default=128, metadata={"help": "perplexity window (tokens)"})
     perplexity_stride: int = field(default=64, metadata={"help": "perplexity stride (tokens)"})
 
@@ -379,7 +385,34 @@ def run_behaviour(bargs: BehaviourArguments, margs, targs, stages: StageRunner, 
 
     s_eval = s_rows | {"trained": trained, "test": len(test)}
     evaluated = stages.run(f"{name}_evaluate", evaluate, s_eval)
+
+    def diagnostics():  # report material on a few test prompts: nothing is chosen here
+        from ..evaluation.sections import pca_section, projection_section
+
+        models = {
+            "base": base,
+            "steered": SteeredModel(base, vecs, layers=[layer], coefficient=coef),
+        }
+        if "rep-steer" in bargs.variants:
+            models["rep-steer"] = load_variant(margs, layout.model_dir("rep-steer"), merge=True)[0]
+        chat = [format_chat(tok, p) for p in test[: bargs.diagnostic_prompts]]
+        projections = projection_section(
+            models,
+            tok,
+            vecs,
+            chat,
+            vecs.layers,
+            layout.report_dir,
+            max_new_tokens=bargs.new_tokens,
+        )
+        pca = pca_section(base, tok, spec.pairs(tok, "train"), layer, layout.report_dir)
+        return {"sections": [projections, pca]}
+
+    diagnosed = None
+    if bargs.diagnostic_prompts:
+        diagnosed = stages.run(f"{name}_diagnostics", diagnostics, s_eval)
     return {
+        "diagnostics": diagnosed,
         "name": spec.name,
         "layout": layout,
         "vectors": info,

@@ -303,6 +303,7 @@ def add_behaviour_section(report: Report, res: dict) -> None:
                 ci_high=row[f"{axis}_high"],
                 n=row["n"],
             )
+    add_diagnostics(report, res)
     for row in ev["perplexity"]:
         report.add_metric(
             f"{name}/perplexity/{row['model']}",
@@ -311,6 +312,14 @@ def add_behaviour_section(report: Report, res: dict) -> None:
             ci_high=row["perplexity_high"],
             n=row["windows"],
         )
+
+
+def add_diagnostics(report: Report, res: dict) -> None:
+    """The behaviour section's projections and PCA view, when they ran."""
+    from ..evaluation.sections import add_section
+
+    for material in (res.get("diagnostics") or {}).get("sections", []):
+        add_section(report, material)
 
 
 def add_timings(report: Report, stages) -> None:
