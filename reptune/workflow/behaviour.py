@@ -152,9 +152,9 @@ class BehaviourArguments:
         default_factory=lambda: list(VARIANTS),
         metadata={"help": f"tuned variants to train: {list(VARIANTS)}"},
     )
-    sft_steps: int = field(default=30, metadata={"help": "training steps of token-sft"})
-    cosine_steps: int = field(default=30, metadata={"help": "training steps of rep-cosine"})
-    steer_steps: int = field(default=60, metadata={"help": "training steps of rep-steer"})
+    sft_steps: int = field(default=40, metadata={"help": "training steps of token-sft"})
+    cosine_steps: int = field(default=40, metadata={"help": "training steps of rep-cosine"})
+    steer_steps: int = field(default=40, metadata={"help": "training steps of rep-steer"})
     tune_learning_rate: float = field(
         default=2e-3, metadata={"help": "learning rate of the variants"}
     )
