@@ -20,6 +20,10 @@ statistics, the peak of the bytes allocated during the last step, read from the 
 events (weights and optimiser state exist before that step and are the same for every variant).
 The bytes autograd saves for backward in that step are reported as well.
 
+The floor of the retain and steer terms is the plain step plus one no-grad forward pass through
+the blocks up to the deepest term layer: ``floor_ratio_steer`` times that reference pass alone,
+in the same rotation, and ``steer_over_floor`` is what the steer objective costs above it.
+
 The ratios are printed last, as one JSON object on the last line.
 
 Example:
@@ -39,6 +43,12 @@ import sys
 import time
 
 VARIANTS = ("plain", "rep", "retain", "steer")
+
+
+def window_layers(opts) -> list[int]:
+    """The ``--window`` layers around L/2 (retain and steer terms)."""
+    first = opts.layers // 2 - opts.window // 2
+    return list(range(first, first + opts.window))
 
 
 def build(opts, variant, model=None):
@@ -78,8 +88,7 @@ def build(opts, variant, model=None):
     ]
     first = opts.layers // 2 - 3
     layers = list(range(first, first + 7))
-    middle = opts.layers // 2
-    window = list(range(middle - opts.window // 2, middle - opts.window // 2 + opts.window))
+    window = window_layers(opts)
     every = sorted(set(layers) | set(window))
     vectors = SteeringVectors({i: torch.randn(opts.hidden, generator=gen) for i in every})
     vectors = vectors.with_residual_norms({i: 1.0 for i in every})
@@ -163,12 +172,29 @@ def time_variants(opts) -> dict:
             torch.cuda.synchronize()
         return time.perf_counter() - wall, time.process_time() - cpu
 
-    times = {variant: [] for variant in VARIANTS}
+    # The floor of the steer objective: the plain step plus its reference pass alone (the same
+    # pass, on a batch of the same rows), timed in the same rotation.
+    steer_trainer = trainers["steer"][0]
+    reference_batches = iter(steer_trainer.get_train_dataloader())
+
+    def reference_only(trainer, batches):
+        inputs = {k: v.to(device) for k, v in next(batches).items()}
+        wall, cpu = time.perf_counter(), time.process_time()
+        trainer._reference(trainer.model, inputs, inputs["rep_mask"])
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    timed = (*VARIANTS, "reference")
+    times = {variant: [] for variant in timed}
     for step in range(opts.steps):
-        order = VARIANTS if step % 2 == 0 else VARIANTS[::-1]
+        order = timed if step % 2 == 0 else timed[::-1]
         for variant in order:
-            trainer, batches = trainers[variant]
-            measured = one_step(trainer, batches)
+            if variant == "reference":
+                measured = reference_only(steer_trainer, reference_batches)
+            else:
+                trainer, batches = trainers[variant]
+                measured = one_step(trainer, batches)
             if step >= opts.warmup:
                 times[variant].append(measured)
     clock = 1 if device.type == "cpu" else 0
@@ -177,7 +203,7 @@ def time_variants(opts) -> dict:
             "ms": 1000 * statistics.median(t[clock] for t in times[variant]),
             "wall_ms": 1000 * statistics.median(t[0] for t in times[variant]),
         }
-        for variant in VARIANTS
+        for variant in timed
     }
 
 
@@ -292,6 +318,7 @@ def main(argv=None) -> int:
             f"{timing[variant]['wall_ms']:.1f} ms), peak {memory[variant]['peak_mb']:.1f} MB, "
             f"saved for backward {memory[variant]['saved_mb']:.1f} MB"
         )
+    print(f"reference pass alone: {timing['reference']['ms']:.1f} ms")
     plain_ms, plain_mb = timing["plain"]["ms"], memory["plain"]["peak_mb"]
     summary = {
         "device": opts.device,
@@ -309,6 +336,12 @@ def main(argv=None) -> int:
         "mem_ratio_retain": round(memory["retain"]["peak_mb"] / plain_mb, 4),
         "time_ratio_steer": round(timing["steer"]["ms"] / plain_ms, 4),
         "mem_ratio_steer": round(memory["steer"]["peak_mb"] / plain_mb, 4),
+        "reference_ms": round(timing["reference"]["ms"], 2),
+        "reference_depth": f"{max(window_layers(opts)) + 1}/{opts.layers} blocks",
+        "floor_ratio_steer": round((plain_ms + timing["reference"]["ms"]) / plain_ms, 4),
+        "steer_over_floor": round(
+            timing["steer"]["ms"] / (plain_ms + timing["reference"]["ms"]), 4
+        ),
     }
     print(json.dumps(summary))
     return 0
