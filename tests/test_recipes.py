@@ -276,6 +276,8 @@ def test_main_job_reduced_on_the_embedded_model(tmp_path):
         if metric["value"] is not None:
             assert json.dumps(metric["value"]) in card, name
     assert "base_claim_accuracy" in report["metrics"]
+    for name, metric in report["metrics"].items():  # every headline number has its interval
+        assert metric["ci_low"] <= metric["value"] <= metric["ci_high"], name
     assert any(name.startswith("sentiment/") for name in report["metrics"])
     from peft import PeftModel
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..evaluation.plots import plot_sweep
 from ..evaluation.report import Report
+from ..evaluation.stats import rate
 from ..vectors import SteeringVectors, describe_unit
 from .measure import plot_conditions
 
@@ -93,7 +94,7 @@ def honesty_report(results: dict, hargs, margs, stages) -> Report:
         f"(every choice) and {data['test']} test (every number below); pairing mode "
         f"{hargs.pairing_mode}{FILTERED if hargs.filter_known else ''}.",
     ).add_table("data", [data])
-    report.add_metric("base_claim_accuracy", data["base_claim_accuracy"], n=data["claims"])
+    report.add_rate("base_claim_accuracy", rate(data["known"], data["claims"]))
     diag = SteeringVectors.load(layout.vectors_dir).metadata.get("diagnostics", {})
     info = results["layers"]
     dev_acc = {int(k): v for k, v in info["dev_accuracy"].items()}
