@@ -143,10 +143,17 @@ def _run(cmd, cwd):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_match_one_process(tmp_path):
+@pytest.mark.parametrize(
+    "objective, metrics",
+    [
+        ("cosine", ("rep_loss", "retain_loss", "cos_layer_1", "cos_layer_2")),
+        ("steer", ("rep_loss", "steer_distance_layer_1", "steer_distance_layer_2")),
+    ],
+)
+def test_torchrun_two_processes_match_one_process(tmp_path, objective, metrics):
     """gloo DDP, 2 processes x 2 rows == 1 process x 4 rows, step by step."""
     script = str(DIST / "ddp_train.py")
-    _run([sys.executable, script, str(tmp_path / "one"), "4"], tmp_path)
+    _run([sys.executable, script, str(tmp_path / "one"), "4", objective], tmp_path)
     _run(
         [
             sys.executable,
@@ -158,6 +165,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
             script,
             str(tmp_path / "two"),
             "2",
+            objective,
         ],
         tmp_path,
     )
@@ -166,15 +174,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert len(one["logs"]) == len(two["logs"]) == 3
     for a, b in zip(one["logs"], two["logs"]):
-        for key in (
-            "loss",
-            "lm_loss",
-            "rep_loss",
-            "retain_loss",
-            "cos_layer_1",
-            "cos_layer_2",
-            "grad_norm",
-        ):
+        for key in ("loss", "lm_loss", "grad_norm", *metrics):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (key, a, b)
     w1 = load_file(str(tmp_path / "one" / "adapter.safetensors"))
     w2 = load_file(str(tmp_path / "two" / "adapter.safetensors"))

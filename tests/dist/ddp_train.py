@@ -1,8 +1,9 @@
 """Train a tiny LoRA model for a few steps and dump its logs and adapter weights.
 
-Run as one process (``python ddp_train.py OUT BATCH``) or under
+Run as one process (``python ddp_train.py OUT BATCH [OBJECTIVE]``) or under
 ``python -m torch.distributed.run --standalone --nproc_per_node 2 ddp_train.py OUT BATCH``; the
-test compares the two. ``BATCH`` is the per-device batch size.
+test compares the two. ``BATCH`` is the per-device batch size; ``OBJECTIVE`` is ``cosine`` (the
+published loss plus retain, the default) or ``steer`` (the steer objective).
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ from safetensors.torch import save_file
 from reptune.training import RepTuneTrainer
 
 
-def main(out: str, batch: int) -> None:
+def main(out: str, batch: int, objective: str = "cosine") -> None:
     torch.set_num_threads(1)
     out_dir = Path(out)
+    if objective == "steer":
+        terms = dict(rep_target="steer", steer_coefficient=2.0, coefficient_unit="raw")
+    else:
+        terms = dict(retain_weight=0.3, retain_layers=[3])
     args = make_args(
         out_dir / "run",
         per_device_train_batch_size=batch,
@@ -29,8 +34,7 @@ def main(out: str, batch: int) -> None:
         learning_rate=1e-2,
         rep_layers=[1, 2],
         rep_positions="completion",
-        retain_weight=0.3,
-        retain_layers=[3],
+        **terms,
         # only under torchrun: an explicit backend makes accelerate expect a process group
         ddp_backend="gloo" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
     )
@@ -67,4 +71,4 @@ def main(out: str, batch: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:])
