@@ -44,6 +44,10 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+# Optional dependencies and the extra that installs each.
+OPTIONAL_EXTRAS = {"lm_eval": "eval", "deepspeed": "deepspeed"}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -59,6 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, TypeError) as err:
         # Bad input: one line with the reason, non-zero exit.
         print(f"reptune {name}: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        # An optional dependency the chosen options need; reptune's own modules are not this.
+        package = (err.name or "reptune").split(".")[0]
+        if package == "reptune":
+            raise
+        extra = OPTIONAL_EXTRAS.get(package)
+        fix = f"pip install 'reptune[{extra}]'" if extra else f"pip install {package}"
+        print(f"reptune {name}: error: {package} is not installed; {fix}", file=sys.stderr)
         return 2
 
 

@@ -231,3 +231,23 @@ def test_config_file_with_overrides(run, tmp_path):
     doc = json.loads((tmp_path / "cli" / "report.json").read_text())
     assert "perplexity" in doc["metrics"] and "perplexity_difference" not in doc["metrics"]
     assert not (tmp_path / "from_yaml").exists()
+
+
+def test_a_missing_optional_dependency_names_its_extra(monkeypatch, capsys):
+    def needs_lm_eval(argv):
+        import lm_eval.evaluator  # noqa: F401  (None in sys.modules: not installed)
+
+    monkeypatch.setitem(__import__("sys").modules, "lm_eval", None)
+    monkeypatch.setattr(evaluate, "main", needs_lm_eval)
+    assert cli.main(["eval", "--capabilities", "arc_easy"]) == 2
+    err = capsys.readouterr().err
+    assert "lm_eval is not installed" in err and "pip install 'reptune[eval]'" in err
+
+
+def test_a_missing_reptune_module_is_a_bug_not_bad_input(monkeypatch):
+    def broken(argv):
+        raise ModuleNotFoundError("No module named 'reptune.nowhere'", name="reptune.nowhere")
+
+    monkeypatch.setattr(evaluate, "main", broken)
+    with pytest.raises(ModuleNotFoundError):
+        cli.main(["eval"])
