@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -54,6 +55,43 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
+_HOST = socket.gethostname()
+
+
+def _temporary_prefix(path: Path) -> str:
+    # Host and process in the name: the next writer can tell a killed writer's leftovers from a
+    # live writer's work in progress.
+    return f".{path.name}.tmp-{_HOST}-{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _sweep_abandoned(path: Path) -> None:
+    """Remove the temporaries a writer on this host left beside ``path`` when it was killed
+    mid-write (a model folder left that way can hold gigabytes)."""
+    prefix = f".{path.name}.tmp-"
+    try:
+        entries = [e for e in path.parent.iterdir() if e.name.startswith(prefix)]
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        host, _, rest = entry.name[len(prefix) :].rpartition("-")[0].rpartition("-")
+        if host != _HOST or not rest.isdigit() or _alive(int(rest)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
 def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
     """Call ``write(tmp_path)`` and move the result onto ``path`` only once it is complete.
 
@@ -64,7 +102,8 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _sweep_abandoned(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temporary_prefix(path))
     os.close(fd)
     try:
         write(tmp)
@@ -135,7 +174,8 @@ def atomic_folder(path: str | Path, *, keep_other_files: bool = True) -> Iterato
     recover_folder(path)
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"{path} exists and is not a folder")
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
+    _sweep_abandoned(path)
+    tmp = path.parent / f"{_temporary_prefix(path)}{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
     try:
         yield tmp

@@ -1,6 +1,8 @@
 """Atomic files and folders, JSON readers and the shipped-data resolver."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -106,6 +108,43 @@ def test_a_crash_after_a_whole_replace_drops_the_parked_folder(tmp_path):
     (parked / "stale.txt").write_text("old")
     assert _read_version(target) == "2"
     assert not parked.exists() and not (target / "stale.txt").exists()
+
+
+KILLED_WRITER = """
+import os, sys
+from reptune import io
+target = sys.argv[1]
+with io.atomic_folder(target) as tmp:
+    (tmp / "weights.bin").write_bytes(b"x" * 1000)
+    os._exit(9)  # killed mid-write: no finally runs
+"""
+
+KILLED_FILE_WRITER = """
+import os, sys
+from reptune import io
+io.atomic_write(sys.argv[1], lambda p: (open(p, "w").write("half"), os._exit(9)))
+"""
+
+
+@pytest.mark.parametrize("script", [KILLED_WRITER, KILLED_FILE_WRITER], ids=["folder", "file"])
+def test_the_next_write_sweeps_a_killed_writers_leftovers(tmp_path, script):
+    target = tmp_path / "model"
+    code = subprocess.run([sys.executable, "-c", script, str(target)], check=False).returncode
+    assert code == 9
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".model.tmp-")]
+    assert len(left) == 1 and not target.exists()
+    # Work in progress of a live process, and anything from another host, stay.
+    live = tmp_path / f".model.tmp-{io._HOST}-{os.getpid()}-abc"
+    other_host = tmp_path / ".model.tmp-elsewhere-1-abc"
+    live.mkdir()
+    other_host.mkdir()
+    if script is KILLED_WRITER:
+        with io.atomic_folder(target) as tmp:
+            (tmp / "a.json").write_text("{}")
+    else:
+        io.write_json(target, {})
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names == {"model", live.name, other_host.name}
 
 
 def test_json_readers_name_the_file(tmp_path):
