@@ -59,11 +59,13 @@ def test_steer_config_needs_a_finite_coefficient(tmp_path):
         RepTuneConfig(output_dir=str(tmp_path), coefficient_unit="percent")
 
 
-def test_reference_target_is_the_steered_models_activation(tmp_path, tok):
-    """The target at the steered layer is h_ref + c * v, from a pass that stops there."""
+@pytest.mark.parametrize("positions", ["all", "prompt", "completion", "-1", "-3,-2"])
+def test_reference_target_is_the_steered_models_activation(tmp_path, tok, positions):
+    """The target at the steered layer is h_ref + c * v at the selected positions (h_ref
+    elsewhere), from a pass that stops there, for every kind of position spec."""
     model = tiny_model(init_lora_weights=False)
     vecs = _vectors(model, tok, [1])
-    args = make_args(tmp_path, rep_layers=[1], **STEER)
+    args = make_args(tmp_path, rep_layers=[1], **{**STEER, "rep_positions": positions})
     trainer = RepTuneTrainer(
         model, args, vectors=vecs, train_dataset=make_rows(4), processing_class=tok
     )
@@ -79,6 +81,7 @@ def test_reference_target_is_the_steered_models_activation(tmp_path, tok):
         feed = {k: batch[k] for k in ("input_ids", "attention_mask")}
         hidden = model(**feed, output_hidden_states=True).hidden_states[2]  # block 1's output
     delta = 0.5 * vecs.direction(1, "residual_norm")
+    assert 0 < mask.sum() < batch["attention_mask"].sum() or positions == "all"
     expected = hidden + mask.unsqueeze(-1) * delta
     torch.testing.assert_close(targets[1], expected, atol=1e-5, rtol=1e-5)
 
