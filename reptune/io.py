@@ -83,8 +83,9 @@ def _sweep_abandoned(path: Path) -> None:
     except FileNotFoundError:
         return
     for entry in entries:
-        host, _, rest = entry.name[len(prefix) :].rpartition("-")[0].rpartition("-")
-        if host != _HOST or not rest.isdigit() or _alive(int(rest)):
+        owner = entry.name[len(prefix) :].rpartition("-")[0]  # "{host}-{pid}"
+        host, _, pid = owner.rpartition("-")
+        if host != _HOST or not pid.isdigit() or _alive(int(pid)):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)

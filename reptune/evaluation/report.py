@@ -146,6 +146,18 @@ class Report:
             "dataset": dataset,
         }
 
+    def add_row_metric(
+        self, name: str, row: dict, key: str, *, n: int | None, dataset: str | None = None
+    ) -> None:
+        """A headline number from a table row holding ``key`` and its ``{key}_low`` and
+        ``{key}_high`` interval.
+
+        Example:
+            >>> report.add_row_metric("perplexity/base", row, "perplexity", n=row["windows"])
+        """
+        low, high = row[f"{key}_low"], row[f"{key}_high"]
+        self.add_metric(name, row[key], ci_low=low, ci_high=high, n=n, dataset=dataset)
+
     def add_rate(self, name: str, r: Rate, dataset: str | None = None) -> None:
         """A rate with its Wilson interval as a headline metric."""
         self.add_metric(name, r.value, ci_low=r.low, ci_high=r.high, n=r.n, dataset=dataset)

@@ -156,11 +156,10 @@ def honesty_report(results: dict, hargs, margs, stages) -> Report:
     )
     for row in rows:
         for persona in ("honest_persona", "dishonest_persona"):
-            report.add_metric(
+            report.add_row_metric(
                 f"honest_rate/{row['dataset']}/{row['model']}/{persona}",
-                row[persona],
-                ci_low=row[f"{persona}_low"],
-                ci_high=row[f"{persona}_high"],
+                row,
+                persona,
                 n=row["n"],
                 dataset=row["dataset"],
             )
@@ -182,13 +181,7 @@ def honesty_report(results: dict, hargs, margs, stages) -> Report:
             + _perplexity_reading(ppl_rows, hargs.max_perplexity_increase),
         ).add_table("perplexity", ppl_rows)
         for row in ppl_rows:
-            report.add_metric(
-                f"perplexity/{row['model']}",
-                row["perplexity"],
-                ci_low=row["perplexity_low"],
-                ci_high=row["perplexity_high"],
-                n=row["windows"],
-            )
+            report.add_row_metric(f"perplexity/{row['model']}", row, "perplexity", n=row["windows"])
     if results["tradeoff"]:
         trade = report.section(
             "Alignment / helpfulness trade-off",
@@ -297,21 +290,11 @@ def add_behaviour_section(report: Report, res: dict) -> None:
     )
     for cond, row in q.items():
         for axis in ("behaviour", "fluency", "relevance", "harmonic"):
-            report.add_metric(
-                f"{name}/{axis}/{cond}",
-                row[axis],
-                ci_low=row[f"{axis}_low"],
-                ci_high=row[f"{axis}_high"],
-                n=row["n"],
-            )
+            report.add_row_metric(f"{name}/{axis}/{cond}", row, axis, n=row["n"])
     add_diagnostics(report, res)
     for row in ev["perplexity"]:
-        report.add_metric(
-            f"{name}/perplexity/{row['model']}",
-            row["perplexity"],
-            ci_low=row["perplexity_low"],
-            ci_high=row["perplexity_high"],
-            n=row["windows"],
+        report.add_row_metric(
+            f"{name}/perplexity/{row['model']}", row, "perplexity", n=row["windows"]
         )
 
 
