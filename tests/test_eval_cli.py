@@ -89,6 +89,8 @@ def test_eval_end_to_end(run, tmp_path):
     assert doc["model"]["adapter"] == str(run / "adapter") and doc["model"]["layers"] == [1]
     assert "target_rate/claims/dishonest/generate" in doc["metrics"]
     assert "perplexity_difference" in doc["metrics"]
+    ppl = doc["metrics"]["perplexity"]  # the headline number carries its own interval
+    assert ppl["ci_low"] <= ppl["value"] <= ppl["ci_high"]
     ab = json.loads((out / "tables" / "ab.json").read_text())
     assert {(r["dataset"], r["condition"], r["scorer"]) for r in ab} == {
         (d, c, s)

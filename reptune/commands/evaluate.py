@@ -269,14 +269,17 @@ def main(argv) -> int:
 
 def _perplexity(args: EvalArguments, model, evaluated, tok, report, text: str) -> None:
     from ..evaluation.loading import load_for_evaluation
-    from ..evaluation.perplexity import compare_perplexity, perplexity
+    from ..evaluation.perplexity import compare_perplexity, perplexity, perplexity_interval
 
     kwargs = dict(window=args.window, stride=args.stride, max_tokens=args.max_tokens, progress=True)
     result = perplexity(evaluated, tok, text, **kwargs)
+    low, high = perplexity_interval(result, n_resamples=args.bootstrap_resamples, seed=args.seed)
     rows = [
         {
             "model": "evaluated",
             "perplexity": result.perplexity,
+            "perplexity_low": low,
+            "perplexity_high": high,
             "mean_nll": result.mean_nll,
             "tokens": result.total_tokens,
             "windows": len(result.nll),
@@ -289,7 +292,12 @@ def _perplexity(args: EvalArguments, model, evaluated, tok, report, text: str) -
         "evaluated minus reference, with a paired bootstrap (BCa 95%) over windows.",
     )
     report.add_metric(
-        "perplexity", result.perplexity, n=result.total_tokens, dataset=set_name(args.perplexity)
+        "perplexity",
+        result.perplexity,
+        ci_low=low,
+        ci_high=high,
+        n=result.total_tokens,
+        dataset=set_name(args.perplexity),
     )
     reference = None
     if args.reference_model:
@@ -301,10 +309,15 @@ def _perplexity(args: EvalArguments, model, evaluated, tok, report, text: str) -
         with plain() if plain else contextlib.nullcontext():
             reference = perplexity(model, tok, text, **kwargs)
     if reference is not None:
+        ref_low, ref_high = perplexity_interval(
+            reference, n_resamples=args.bootstrap_resamples, seed=args.seed
+        )
         rows.append(
             {
                 "model": "reference",
                 "perplexity": reference.perplexity,
+                "perplexity_low": ref_low,
+                "perplexity_high": ref_high,
                 "mean_nll": reference.mean_nll,
                 "tokens": reference.total_tokens,
                 "windows": len(reference.nll),
