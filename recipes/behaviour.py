@@ -19,6 +19,7 @@ from reptune.commands import parse
 from reptune.evaluation import Report
 from reptune.publish import publish_run
 from reptune.training import RepTuneConfig, check_precision
+from reptune.training.launch import use_all_cores
 from reptune.workflow import (
     BehaviourArguments,
     ModelArguments,
@@ -38,6 +39,7 @@ def main(argv=None) -> int:
     )
     check_precision(targs, argv, margs.dtype, full_weights=margs.finetune != "lora")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    use_all_cores()
     stages = StageRunner(rargs.run_dir)
     results = run_behaviour(bargs, margs, targs, stages)
     report = Report(f"Behaviour: {bargs.behaviour}", model={"spec": margs.model})

@@ -20,6 +20,7 @@ from pathlib import Path
 from reptune.commands import parse
 from reptune.publish import publish_run
 from reptune.training import RepTuneConfig, check_precision
+from reptune.training.launch import use_all_cores
 from reptune.workflow import (
     HonestyArguments,
     ModelArguments,
@@ -41,6 +42,7 @@ def main(argv=None) -> int:
     )
     check_precision(targs, argv, margs.dtype, full_weights=margs.finetune != "lora")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    use_all_cores()
     # Everything checkable is checked before a model loads.
     behaviour = hargs.behaviour_arguments()
     missing = [f for f in hargs.input_files() if not Path(f).is_file()]

@@ -138,3 +138,27 @@ def test_whole_model_loading_lifts_zero3_loading_and_restores_it():
     finally:
         unset_hf_deepspeed_config()
         del keep
+
+
+def test_single_cpu_process_from_accelerate_gets_every_core(monkeypatch):
+    import os
+
+    import torch
+
+    from reptune.training.launch import use_all_cores
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    before = torch.get_num_threads()
+    try:
+        launched = {"OMP_NUM_THREADS": "1", "ACCELERATE_DYNAMO_BACKEND": "NO"}
+        cores = len(os.sched_getaffinity(0))
+        assert use_all_cores(launched) == cores
+        assert torch.get_num_threads() == cores
+        # Launches that chose their threads, or several processes, are left as asked.
+        assert use_all_cores({"OMP_NUM_THREADS": "1"}) is None
+        assert use_all_cores({**launched, "WORLD_SIZE": "2"}) is None
+        assert use_all_cores({**launched, "OMP_NUM_THREADS": "3"}) is None
+        assert use_all_cores({"REPTUNE_NUM_THREADS": "1"}) == 1
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

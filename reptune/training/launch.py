@@ -7,10 +7,11 @@ pipeline that run it outside the Trainer (extraction, steering, evaluation).
 
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import contextmanager
 
-__all__ = ["check_launch", "whole_model_loading"]
+__all__ = ["check_launch", "use_all_cores", "whole_model_loading"]
 
 
 def check_launch(args, fsdp_enabled: bool, environ=None) -> None:
@@ -47,6 +48,40 @@ def check_launch(args, fsdp_enabled: bool, environ=None) -> None:
             "CPU processes fall back to DDP): launch CPU processes with "
             "recipes/accelerate/multi_gpu.yaml (DDP over gloo)"
         )
+
+
+def use_all_cores(environ=None) -> int | None:
+    """Give a lone CPU process started by ``accelerate launch`` every core it may use.
+
+    ``accelerate launch`` with no config, on a machine without a GPU, exports
+    ``OMP_NUM_THREADS=1`` to its single process, so the whole job runs on one core (about half
+    the speed on two). When the launch is one process on CPU and the thread count is accelerate's
+    default, this raises torch's intra-op thread count to the cores in the process's affinity
+    mask and returns it; any other launch, or ``REPTUNE_NUM_THREADS`` set, is left as asked
+    (``REPTUNE_NUM_THREADS=N`` sets N threads explicitly). Returns None when nothing changed.
+
+    Example:
+        >>> threads = use_all_cores()  # first thing in a recipe's main()
+    """
+    import torch
+
+    environ = os.environ if environ is None else environ
+    if environ.get("REPTUNE_NUM_THREADS"):
+        threads = int(environ["REPTUNE_NUM_THREADS"])
+    elif (
+        "ACCELERATE_DYNAMO_BACKEND" in environ  # set by accelerate launch for its processes
+        and environ.get("OMP_NUM_THREADS") == "1"
+        and int(environ.get("WORLD_SIZE", "1")) == 1
+        and not torch.cuda.is_available()
+    ):
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        threads = threads or os.cpu_count() or 1
+    else:
+        return None
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+        logging.getLogger(__name__).info("running on %d CPU threads", threads)
+    return threads
 
 
 @contextmanager
