@@ -113,3 +113,14 @@ def test_instruction_format_with_and_without_a_template():
         f"system:{warm.system}|user:Describe fog.|assistant:"
     )
     assert warm.format(None, "Describe fog.") == f"{warm.system}\n\nDescribe fog.\n"
+
+
+def test_raw_rows_have_exactly_the_documented_fields():
+    from reptune.io import data_path, read_jsonl
+
+    for row in read_jsonl(data_path("sentiment_prompts_v2.jsonl")):
+        expected = {"id", "split", "topic", "prompt"}
+        if row["split"] != "train":
+            expected.add("hard_negative")
+        assert set(row) == expected, row
+        assert all(isinstance(v, int) or v.strip() for v in row.values())
