@@ -170,6 +170,11 @@ def _percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, 
     return float(low), float(high)
 
 
+def _snap(bound: float, estimate: float) -> float:
+    """``estimate`` when ``bound`` differs from it only by rounding (a point interval)."""
+    return estimate if abs(bound - estimate) <= 1e-12 * max(1.0, abs(estimate)) else bound
+
+
 def _bootstrap_p_value(values: np.ndarray) -> float:
     """Two-sided p-value from the bootstrap distribution: twice the smaller share of resamples on
     either side of 0 (with the ``+1`` correction), capped at 1."""
@@ -219,8 +224,8 @@ def paired_comparison(
     sd = float(per_prompt.std(ddof=1))
     return PairedComparison(
         difference=difference,
-        low=min(low, difference),
-        high=max(high, difference),
+        low=_snap(low, difference),
+        high=_snap(high, difference),
         p_value=_bootstrap_p_value(boot),
         p_sign_flip=sign_flip_p_value(per_prompt, n_resamples, seed),
         effect_size=_cohen_dz(difference, sd),
@@ -312,7 +317,7 @@ def shift_ratio(
     value = numerator / denominator if denominator != 0.0 else math.nan
     if stable:
         low, high = _percentile_interval(boot_num / boot_den, confidence)
-        low, high, note = min(low, value), max(high, value), ""
+        low, high, note = _snap(low, value), _snap(high, value), ""
     else:
         low, high = -math.inf, math.inf
         note = (
