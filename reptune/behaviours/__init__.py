@@ -28,16 +28,21 @@ from .honesty import (
 )
 from .sentiment import (
     POSITIVE_INSTRUCTION,
+    InstructionCandidate,
+    TopicPrompt,
     fit_judge_threshold,
     load_eval_prompts,
     load_heldout_text,
+    load_instruction_candidates,
     load_scorer_check,
     load_sentiment_pairs,
     load_sentiment_rows,
+    load_topic_prompts,
     load_train_prompts,
     model_sentiment_logit,
     model_sentiment_score,
     positivity,
+    relevance_candidates,
     sentiment_score,
 )
 
@@ -75,6 +80,11 @@ __all__ = [
     "fit_judge_threshold",
     "load_train_prompts",
     "positivity",
+    "InstructionCandidate",
+    "TopicPrompt",
+    "load_instruction_candidates",
+    "load_topic_prompts",
+    "relevance_candidates",
     "load_eval_prompts",
     "load_heldout_text",
     "load_honesty_claims",

@@ -2,7 +2,9 @@
 
 The data ship with the package (``reptune/data``): matched contrastive replies whose wording
 differs only in sentiment words, with a fixed train/test split; neutral open prompts for steering
-evaluation; hand-labelled sentences for checking the scorers. The scorers need no network:
+evaluation; hand-labelled sentences for checking the scorers. Prompts split by topic with hard
+negatives, and the prompting baseline's candidate wordings, come from
+:mod:`~reptune.behaviours.sentiment_prompts`. The scorers need no network:
 :func:`sentiment_score` counts words from a small lexicon with negation handling, and
 :func:`model_sentiment_score` reads a model's own judgement (how likely it finds the word
 'positive' rather than 'negative' after the text).
@@ -17,6 +19,14 @@ import torch
 
 from ..io import data_path, read_jsonl
 from ..pairs import ContrastivePair, format_chat
+from .sentiment_prompts import (
+    PROMPT_SPLITS,
+    InstructionCandidate,
+    TopicPrompt,
+    load_instruction_candidates,
+    load_topic_prompts,
+    relevance_candidates,
+)
 
 __all__ = [
     "SPLITS",
@@ -38,6 +48,12 @@ __all__ = [
     "POSITIVE_INSTRUCTION",
     "load_train_prompts",
     "positivity",
+    "PROMPT_SPLITS",
+    "TopicPrompt",
+    "load_topic_prompts",
+    "relevance_candidates",
+    "InstructionCandidate",
+    "load_instruction_candidates",
 ]
 
 SPLITS = ("train", "test", "all")

@@ -1,15 +1,15 @@
 """Intervals: Wilson score intervals for rates, bootstrap intervals for means and for paired
-differences."""
+differences; Holm's correction and the minimum detectable paired difference."""
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.stats import binomtest, bootstrap
+from scipy.stats import binomtest, bootstrap, norm
 
 __all__ = [
     "Rate",
@@ -19,6 +19,9 @@ __all__ = [
     "mean_interval",
     "PairedDifference",
     "paired_bootstrap",
+    "HolmResult",
+    "holm",
+    "minimum_detectable_effect",
 ]
 
 
@@ -191,3 +194,78 @@ def paired_bootstrap(
     return PairedDifference(
         estimate, low, high, float(result.standard_error), n, confidence, method
     )
+
+
+@dataclass(frozen=True)
+class HolmResult:
+    """One comparison of a family after Holm's step-down correction.
+
+    Example:
+        >>> [r.reject for r in holm({"a": 0.01, "b": 0.04, "c": 0.03})]
+    """
+
+    name: str
+    p_value: float
+    p_adjusted: float
+    reject: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def holm(p_values: Mapping[str, float] | Sequence[float], alpha: float = 0.05) -> list[HolmResult]:
+    """Holm's step-down correction over a declared family of comparisons (input order kept).
+
+    Sorted ascending, the k-th smallest of m p-values is multiplied by ``m - k + 1``; adjusted
+    values are made non-decreasing in that order and capped at 1; a comparison is rejected when
+    its adjusted p-value is at most ``alpha`` (family-wise error rate ``alpha``).
+
+    Example:
+        >>> [round(r.p_adjusted, 2) for r in holm([0.01, 0.04, 0.03])]
+        [0.03, 0.06, 0.06]
+    """
+    if isinstance(p_values, Mapping):
+        names, values = list(p_values), list(p_values.values())
+    else:
+        values = list(p_values)
+        names = [str(i) for i in range(len(values))]
+    if not values:
+        raise ValueError("holm needs at least one p-value (declare the family of comparisons)")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    p = np.asarray(values, dtype=float)
+    if np.isnan(p).any() or (p < 0).any() or (p > 1).any():
+        raise ValueError(f"p-values must lie in [0, 1], got {values}")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    stepped = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(stepped, 1.0)
+    return [
+        HolmResult(n, float(v), float(a), bool(a <= alpha)) for n, v, a in zip(names, p, adjusted)
+    ]
+
+
+def minimum_detectable_effect(
+    sd_difference: float, n_prompts: int, alpha: float = 0.05, power: float = 0.8
+) -> float:
+    """Smallest true mean paired difference a two-sided test at ``alpha`` detects with ``power``.
+
+    ``(z_{1 - alpha/2} + z_{power}) * sd / sqrt(n)``: the normal approximation of the paired test,
+    with ``sd`` the standard deviation of the per-prompt differences (seed- and answer-averaged,
+    e.g. :attr:`PairedComparison.sd_difference`) and ``n`` the number of prompts. At
+    alpha 0.05 and power 0.8 the factor is 2.80. It ignores seed variance and the t correction,
+    so it is a lower bound for small n or noisy seeds.
+
+    Example:
+        >>> round(minimum_detectable_effect(1.0, 100), 4)
+        0.2802
+    """
+    if n_prompts < 2:
+        raise ValueError(f"need at least 2 prompts, got {n_prompts}")
+    if not (sd_difference >= 0 and math.isfinite(sd_difference)):
+        raise ValueError(f"sd_difference must be finite and >= 0, got {sd_difference}")
+    if not (0 < alpha < 1 and 0 < power < 1):
+        raise ValueError(f"alpha and power must lie in (0, 1), got {alpha}, {power}")
+    factor = norm.ppf(1 - alpha / 2) + norm.ppf(power)
+    return float(factor * sd_difference / math.sqrt(n_prompts))
