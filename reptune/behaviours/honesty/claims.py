@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from ..evaluation.ab import ABResult, evaluate_ab
-from ..evaluation.datasets import CLAIM_QUESTION, ABItem, records_to_items
-from ..evaluation.letters import letter_probabilities
-from ..evaluation.sweep import resolve_conditions
-from ..io import data_path, read_jsonl
-from ..pairs import ContrastivePair, format_chat
+from ...evaluation.ab import ABResult, evaluate_ab
+from ...evaluation.datasets import CLAIM_QUESTION, ABItem, records_to_items
+from ...evaluation.letters import letter_probabilities
+from ...evaluation.sweep import resolve_conditions
+from ...io import data_path, read_jsonl
+from ...pairs import ContrastivePair, format_chat
 
 __all__ = [
     "HONEST_PERSONA",
