@@ -171,7 +171,7 @@ def test_no_choice_reads_the_test_prompts(tiny, tmp_path, monkeypatch):
             scored.extend(prompts)
             return [min(1.0, 0.1 + len(t) / 100) for t in texts]
 
-        return behaviour_module.BehaviourSpec(
+        return BehaviourSpec(
             "poisoned",
             load_sentiment_pairs,
             lambda: [r["prompt"] for r in make_rows(6)],

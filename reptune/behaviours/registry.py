@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from ..pairs import ContrastivePair
@@ -150,8 +150,6 @@ def get_behaviour(name: str, options: BehaviourOptions | None = None) -> Behavio
     spec = build if isinstance(build, BehaviourSpec) else build(options)
     instruction = getattr(options, "instruction", None)
     if instruction and instruction != spec.instruction:
-        from dataclasses import replace
-
         spec = replace(spec, instruction=instruction)
     return spec
 

@@ -17,6 +17,7 @@ import torch
 
 from ..io import data_path, read_jsonl
 from ..pairs import ContrastivePair, format_chat
+from .registry import BehaviourSpec, register_behaviour
 
 __all__ = [
     "SPLITS",
@@ -38,6 +39,7 @@ __all__ = [
     "POSITIVE_INSTRUCTION",
     "load_train_prompts",
     "positivity",
+    "SENTIMENT_SPEC",
 ]
 
 SPLITS = ("train", "test", "all")
@@ -322,3 +324,15 @@ def positivity(judge_model, tokenizer, texts: Sequence[str], batch_size: int = 3
     """
     scores = model_sentiment_score(judge_model, tokenizer, texts, batch_size=batch_size)
     return [(s + 1) / 2 for s in scores]
+
+
+#: Sentiment as a registered behaviour: shipped pairs and prompts, scored by :func:`positivity`.
+SENTIMENT_SPEC = BehaviourSpec(
+    "sentiment",
+    load_sentiment_pairs,
+    load_train_prompts,
+    lambda: load_eval_prompts(chat=False),
+    lambda judge, tok, texts, prompts: positivity(judge, tok, texts),
+    POSITIVE_INSTRUCTION,
+)
+register_behaviour(SENTIMENT_SPEC)

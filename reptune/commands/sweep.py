@@ -271,6 +271,7 @@ def main(argv) -> int:
 
 def _tradeoff(args, model, tok, vecs, layers, items, helpfulness, prompts, report, out) -> None:
     from ..evaluation.plots import plot_tradeoff
+    from ..behaviours.refusal import keyword_refusal_score
     from ..evaluation.tradeoff import tradeoff_study
 
     sec = report.section(
@@ -291,6 +292,7 @@ def _tradeoff(args, model, tok, vecs, layers, items, helpfulness, prompts, repor
             helpfulness_items=helpfulness,
             behaviour_items=None if prompts else items,
             behaviour_prompts=prompts,
+            behaviour_scorer=keyword_refusal_score if prompts else None,
             positions=args.positions,
             coefficient_unit=args.coefficient_unit,
             batch_size=args.batch_size,

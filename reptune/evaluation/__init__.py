@@ -82,7 +82,6 @@ _EXPORTS = {
         "TradeoffResult",
         "fit_behaviour",
         "fit_helpfulness",
-        "keyword_refusal_score",
         "tradeoff_study",
     ),
 }

@@ -15,7 +15,7 @@ import importlib
 
 _EXPORTS = {
     "args": ("FINETUNE_MODES", "ModelArguments", "RunArguments"),
-    "behaviour": ("BEHAVIOURS", "VARIANTS", "BehaviourArguments", "run_behaviour"),
+    "behaviour": ("VARIANTS", "BehaviourArguments", "run_behaviour"),
     "honesty": ("VARIANT_NAMES", "HonestyArguments", "run_honesty"),
     "layout": ("RunFolder", "RunLayout", "find_vectors_dir", "load_run"),
     "measure": ("generate_condition", "perplexity_rows", "quality_rows", "target_cosines"),

@@ -15,21 +15,14 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..behaviours.sentiment import (
-    POSITIVE_INSTRUCTION,
-    load_eval_prompts,
-    load_heldout_text,
-    load_sentiment_pairs,
-    load_train_prompts,
-    positivity,
-)
+from ..behaviours import BehaviourSpec, behaviour_names, get_behaviour, required_options
+from ..behaviours.sentiment import load_heldout_text
 from ..evaluation.ab import generate_texts, with_coefficient
 from ..evaluation.quality import KLReference, QualityScores, next_token_kl, score_generations
 from ..evaluation.stats import mean_interval
@@ -43,7 +36,7 @@ from .select import best_layer, choose_best, heldout_separation, split_dev_test
 from .stages import StageRunner
 from .variants import DevSelection, load_variant, steered_rows, train_variant
 
-__all__ = ["BehaviourArguments", "VARIANTS", "BEHAVIOURS", "run_behaviour"]
+__all__ = ["BehaviourArguments", "VARIANTS", "run_behaviour"]
 
 #: The tuned variants and what each changes in the training settings.
 VARIANTS: dict[str, dict] = {
@@ -58,69 +51,15 @@ STEPS = {"token-sft": "sft_steps", "rep-cosine": "cosine_steps", "rep-steer": "s
 
 
 @dataclass
-class BehaviourSpec:
-    """What a behaviour brings: pairs, prompts, a scorer in [0, 1] and a prompting baseline."""
-
-    name: str
-    pairs: object  # callable(tokenizer, split) -> list[ContrastivePair]
-    train_prompts: object  # callable() -> list[str]
-    eval_prompts: object  # callable() -> list[str]
-    score: object  # callable(judge_model, tokenizer, texts, prompts) -> list[float] in [0, 1]
-    instruction: str
-
-
-BEHAVIOURS = {
-    "sentiment": BehaviourSpec(
-        "sentiment",
-        load_sentiment_pairs,
-        load_train_prompts,
-        lambda: load_eval_prompts(chat=False),
-        lambda judge, tok, texts, prompts: positivity(judge, tok, texts),
-        POSITIVE_INSTRUCTION,
-    ),
-    "caa": None,  # built from the files in BehaviourArguments (see _caa_spec)
-}
-
-
-def _caa_spec(bargs) -> BehaviourSpec:
-    """A CAA A/B behaviour: vectors from the pairs file, answers scored 1 when the generated
-    answer picks the behaviour-matching letter (parsed as in the A/B evaluation), else 0."""
-    from ..evaluation.parsing import parse_answer
-    from ..io import read_records, resolve_data
-    from ..pairs import load_caa_pairs, split_pairs
-
-    def rows(path):
-        return [r for r in read_records(resolve_data(path)) if isinstance(r, dict)]
-
-    train_rows, test_rows = split_pairs(rows(bargs.pairs), 0.2, 0)
-    eval_rows = rows(bargs.eval_items)
-    wanted = {r["question"]: r["answer_matching_behavior"].strip(" ()") for r in eval_rows}
-
-    def pairs(tok, split):
-        chosen = {id(r) for r in (train_rows if split == "train" else test_rows)}
-        every = load_caa_pairs(resolve_data(bargs.pairs), tok)
-        return [p for p, r in zip(every, rows(bargs.pairs)) if id(r) in chosen] or every
-
-    def score(judge, tok, texts, prompts):
-        return [float(parse_answer(t, ("A", "B")) == wanted.get(p)) for t, p in zip(texts, prompts)]
-
-    return BehaviourSpec(
-        Path(bargs.pairs).stem,
-        pairs,
-        lambda: [r["question"] for r in train_rows],
-        lambda: [r["question"] for r in eval_rows],
-        score,
-        bargs.instruction,
-    )
-
-
-@dataclass
 class BehaviourArguments:
     """What the behaviour section does (model and training settings are separate)."""
 
     behaviour: str = field(
         default="sentiment",
-        metadata={"help": "'sentiment' (shipped data) or 'caa' (A/B files: pairs, eval_items)"},
+        metadata={
+            "help": "a registered behaviour: 'sentiment', 'honesty', 'refusal' (shipped data) or "
+            "'caa' (A/B files: pairs, eval_items)"
+        },
     )
     pairs: str | None = field(
         default=None, metadata={"help": "caa: the A/B file the vectors and rows come from"}
@@ -180,28 +119,25 @@ class BehaviourArguments:
     perplexity_stride: int = field(default=64, metadata={"help": "perplexity stride (tokens)"})
 
     def __post_init__(self):
-        if self.behaviour not in BEHAVIOURS:
+        if self.behaviour not in behaviour_names():
             raise ValueError(
-                f"unknown behaviour {self.behaviour!r}: use one of {sorted(BEHAVIOURS)}"
+                f"unknown behaviour {self.behaviour!r}: use one of {behaviour_names()}, or "
+                "register it with reptune.behaviours.register_behaviour"
             )
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown:
             raise ValueError(f"unknown variants {unknown}: use {list(VARIANTS)}")
         if not self.coefficients:
             raise ValueError("coefficients is empty: give the dev grid of steering coefficients")
-        if self.behaviour == "caa":
-            missing = [n for n in ("pairs", "eval_items", "instruction") if not getattr(self, n)]
-            if missing:
-                raise ValueError(f"behaviour 'caa' needs {missing} (the A/B files and a prompt)")
+        missing = [n for n in required_options(self.behaviour) if not getattr(self, n)]
+        if missing:
+            raise ValueError(
+                f"behaviour {self.behaviour!r} needs {missing} (set them in behaviour_section)"
+            )
 
     def spec(self) -> BehaviourSpec:
-        """The behaviour's data, scorer and prompting baseline."""
-        if self.behaviour == "caa":
-            return _caa_spec(self)
-        spec = BEHAVIOURS[self.behaviour]
-        if self.instruction:
-            spec = dataclasses.replace(spec, instruction=self.instruction)
-        return spec
+        """The behaviour's data, scorer and prompting baseline (from the registry)."""
+        return get_behaviour(self.behaviour, self)
 
 
 class _Scorer:
