@@ -112,6 +112,4 @@ def test_tradeoff_study_on_a_tiny_model(tmp_path):
     with pytest.raises(ValueError, match="exactly one"):
         tradeoff_study(model, tok, vecs, 1, [0.0], helpfulness_items=mmlu, coefficient_unit="raw")
     with pytest.raises(ValueError, match="need a behaviour_scorer"):
-        tradeoff_study(
-            model, tok, vecs, 1, [0.0], helpfulness_items=mmlu, behaviour_prompts=["Hi"]
-        )
+        tradeoff_study(model, tok, vecs, 1, [0.0], helpfulness_items=mmlu, behaviour_prompts=["Hi"])

@@ -10,6 +10,7 @@ import torch
 from conftest import make_model, make_tokenizer
 from dist.rt_common import make_rows, random_vectors
 
+from reptune.behaviours import BehaviourSpec
 from reptune.extract import measure_residual_norms
 from reptune.pairs import ContrastivePair
 from reptune.training import RepTuneConfig

@@ -28,7 +28,8 @@ def caa_spec(options: BehaviourOptions) -> BehaviourSpec:
     evaluation.
 
     Example:
-        >>> spec = caa_spec(BehaviourArguments(behaviour="caa", pairs=p, eval_items=e, instruction=s))
+        >>> options = BehaviourArguments(behaviour="caa", pairs=p, eval_items=e, instruction=i)
+        >>> spec = caa_spec(options)
     """
 
     def rows(path):

@@ -73,7 +73,7 @@ class BehaviourSpec:
         instruction: the prompting baseline's system prompt.
 
     Example:
-        >>> spec = BehaviourSpec("cheerful", pairs, lambda: train, lambda: held, score, "Be cheerful.")
+        >>> spec = BehaviourSpec("cheerful", pairs, lambda: train, lambda: held, score, "Be glad.")
     """
 
     name: str

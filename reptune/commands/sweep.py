@@ -270,8 +270,8 @@ def main(argv) -> int:
 
 
 def _tradeoff(args, model, tok, vecs, layers, items, helpfulness, prompts, report, out) -> None:
-    from ..evaluation.plots import plot_tradeoff
     from ..behaviours.refusal import keyword_refusal_score
+    from ..evaluation.plots import plot_tradeoff
     from ..evaluation.tradeoff import tradeoff_study
 
     sec = report.section(
