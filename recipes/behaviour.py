@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from reptune.commands import parse
-from reptune.evaluation import Report
 from reptune.publish import publish_run
+from reptune.reporting.report import Report
 from reptune.training import RepTuneConfig, check_precision
 from reptune.workflow import (
     BehaviourArguments,

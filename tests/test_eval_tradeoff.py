@@ -9,9 +9,8 @@ import pytest
 import torch
 from conftest import make_model, make_tokenizer
 
-from reptune.evaluation.datasets import load_items
-from reptune.evaluation.plots import plot_tradeoff
-from reptune.evaluation.tradeoff import (
+from reptune.evaluation.ab.datasets import load_items
+from reptune.evaluation.studies.tradeoff import (
     fit_behaviour,
     fit_curve,
     fit_helpfulness,
@@ -20,6 +19,7 @@ from reptune.evaluation.tradeoff import (
     tanh_curve,
     tradeoff_study,
 )
+from reptune.reporting.plots import plot_tradeoff
 from reptune.vectors import SteeringVectors
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"

@@ -71,7 +71,7 @@ def resolve_conditions(conditions) -> dict[str, str | None]:
         >>> resolve_conditions(["honest"])["honest"] == HONEST_PERSONA
         True
     """
-    from ..evaluation.sweep import resolve_conditions as resolve
+    from ..evaluation.studies.sweep import resolve_conditions as resolve
 
     return resolve(conditions, NAMED_CONDITIONS)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..evaluation.parsing import parse_answer
+from ..evaluation.ab.parsing import parse_answer
 from ..io import read_records, resolve_data
 from ..pairs import load_caa_pairs, split_pairs
 from .registry import BehaviourOptions, BehaviourSpec, register_behaviour

@@ -257,7 +257,7 @@ def model_sentiment_logit(
     Example:
         >>> model_sentiment_logit(model, tok, ["What a lovely day."])
     """
-    from ..evaluation.letters import next_token_log_probs
+    from ..evaluation.ab.letters import next_token_log_probs
 
     if isinstance(texts, str):
         texts = [texts]

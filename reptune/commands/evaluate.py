@@ -101,7 +101,7 @@ class EvalArguments:
 
 def _check(args: EvalArguments) -> None:
     from ..behaviours import NAMED_CONDITIONS
-    from ..evaluation.ab import SCORERS
+    from ..evaluation.ab.scoring import SCORERS
 
     if not (args.data or args.perplexity or args.tasks):
         raise ValueError("nothing to evaluate: give --data, --perplexity and/or --tasks")
@@ -131,7 +131,7 @@ def _check(args: EvalArguments) -> None:
         raise ValueError("--layers and --mode steer with --vectors: give --vectors too")
     check_output_folder(args.output)
     if args.tasks:
-        from ..evaluation.capabilities import require_lm_eval
+        from ..evaluation.lm.capabilities import require_lm_eval
 
         require_lm_eval()
 
@@ -146,13 +146,13 @@ def main(argv) -> int:
     (args,) = parse((EvalArguments,), argv, "reptune eval")
     _check(args)
     from ..behaviours.honesty import evaluate_honesty
-    from ..evaluation.datasets import load_items
-    from ..evaluation.loading import load_for_evaluation
-    from ..evaluation.perplexity import load_text
-    from ..evaluation.plots import plot_rates
-    from ..evaluation.report import Report
+    from ..evaluation.ab.datasets import load_items
+    from ..evaluation.lm.perplexity import load_text
     from ..models import check_model_options
+    from ..reporting.plots import plot_rates
+    from ..reporting.report import Report
     from . import load_vectors_option
+    from .loading import load_for_evaluation
 
     # Data and vectors first: a wrong path should fail before a model is loaded.
     sets = {
@@ -246,7 +246,7 @@ def main(argv) -> int:
         _perplexity(args, model, evaluated, tok, report, text)
 
     if args.tasks:
-        from ..evaluation.capabilities import capability_rows, evaluate_capabilities
+        from ..evaluation.lm.capabilities import capability_rows, evaluate_capabilities
 
         caps = evaluate_capabilities(
             evaluated, tok, args.tasks, limit=args.tasks_limit, batch_size=args.batch_size
@@ -268,8 +268,8 @@ def main(argv) -> int:
 
 
 def _perplexity(args: EvalArguments, model, evaluated, tok, report, text: str) -> None:
-    from ..evaluation.loading import load_for_evaluation
-    from ..evaluation.perplexity import compare_perplexity, perplexity, perplexity_interval
+    from ..evaluation.lm.perplexity import compare_perplexity, perplexity, perplexity_interval
+    from .loading import load_for_evaluation
 
     kwargs = dict(window=args.window, stride=args.stride, max_tokens=args.max_tokens, progress=True)
     result = perplexity(evaluated, tok, text, **kwargs)

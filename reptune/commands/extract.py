@@ -122,7 +122,7 @@ def _check(args: ExtractArguments):
 def main(argv) -> int:
     (args,) = parse((ExtractArguments,), argv, "reptune extract")
     position = _check(args)
-    from ..diagnostics import plot_layer_accuracy, plot_pca_scatter
+    from ..analysis.diagnostics import plot_layer_accuracy, plot_pca_scatter
     from ..extract import extract_vectors
     from ..io import atomic_folder
     from ..layers import check_layers, num_layers

@@ -96,8 +96,8 @@ def _read_prompts(args: ProjectArguments) -> list[str]:
 
 def _check(args: ProjectArguments, vecs) -> None:
     """Everything that can be checked before the model is loaded."""
+    from ..analysis.projections import KINDS
     from ..hooks import validate_positions
-    from ..projections import KINDS
 
     if args.kind not in KINDS:
         raise ValueError(f"--kind must be one of {list(KINDS)}, got {args.kind!r}")
@@ -118,7 +118,7 @@ def _check(args: ProjectArguments, vecs) -> None:
     elif args.coefficient != 0:
         raise ValueError("--coefficient needs --steer_layers (the layers to steer at)")
     if args.adapter is not None:
-        from ..evaluation.loading import is_adapter_folder
+        from .loading import is_adapter_folder
 
         if not is_adapter_folder(args.adapter):
             raise FileNotFoundError(f"{args.adapter} is not a PEFT adapter folder")
@@ -139,12 +139,12 @@ def main(argv) -> int:
     vecs = SteeringVectors.load(args.vectors)  # small files: checked before the model loads
     _check(args, vecs)
 
-    from ..evaluation.loading import load_for_evaluation
-    from ..evaluation.tables import write_table
+    from ..analysis.projection_plots import plot_projections
+    from ..analysis.projections import record_projections
     from ..pairs import format_chat
-    from ..projection_plots import plot_projections
-    from ..projections import record_projections
+    from ..reporting.tables import write_table
     from ..steering import SteeredModel
+    from .loading import load_for_evaluation
 
     model, tok = load_for_evaluation(args.model, args.adapter, args.dtype)
     vecs.check_compatible(model)
@@ -180,7 +180,7 @@ def main(argv) -> int:
         )
         print(f"--- prompt {i}: {res.completion(i, tok).strip()!r}")
     if args.pca_pairs:
-        from ..token_pca import plot_token_pca, token_pca
+        from ..analysis.token_pca import plot_token_pca, token_pca
         from .extract import load_pairs_file
 
         layer = args.pca_layer if args.pca_layer is not None else res.layers[0]

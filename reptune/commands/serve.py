@@ -55,8 +55,8 @@ class ServeArguments:
 
 def check_arguments(args: ServeArguments) -> None:
     """Raise for bad options and missing files, before any model is loaded."""
-    from ..evaluation.loading import is_adapter_folder
     from ..vectors import METADATA_FILE, VECTORS_FILE
+    from .loading import is_adapter_folder
 
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be between 0 and 65535, got {args.port}")
@@ -82,9 +82,9 @@ def check_arguments(args: ServeArguments) -> None:
 def main(argv) -> int:
     (args,) = parse((ServeArguments,), argv, "reptune serve")
     check_arguments(args)
-    from ..evaluation.loading import load_for_evaluation
     from ..serve import ChatServer, serve_forever
     from ..vectors import SteeringVectors
+    from .loading import load_for_evaluation
 
     model, tok = load_for_evaluation(args.model, args.adapter, args.dtype)
     if args.device is not None:

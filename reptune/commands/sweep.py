@@ -95,7 +95,7 @@ class SweepArguments:
 
 def _check(args: SweepArguments) -> None:
     from ..behaviours import resolve_conditions
-    from ..evaluation.ab import SCORERS
+    from ..evaluation.ab.scoring import SCORERS
     from ..positions import validate_positions
     from . import check_at_least, check_finite, check_output_folder
 
@@ -139,17 +139,17 @@ def main(argv) -> int:
     (args,) = parse((SweepArguments,), argv, "reptune sweep")
     _check(args)
     from ..behaviours import resolve_conditions
-    from ..evaluation.datasets import load_items
-    from ..evaluation.loading import (
+    from ..evaluation.ab.datasets import load_items
+    from ..evaluation.studies.sweep import check_sweep
+    from ..models import check_model_options
+    from ..reporting.report import Report
+    from . import load_vectors_option
+    from .loading import (
         check_model_folder,
         is_adapter_folder,
         load_for_evaluation,
         parse_named_specs,
     )
-    from ..evaluation.report import Report
-    from ..evaluation.sweep import check_sweep
-    from ..models import check_model_options
-    from . import load_vectors_option
 
     compare = parse_named_specs(args.compare)
     for _, path in compare:
@@ -209,7 +209,8 @@ def main(argv) -> int:
     if args.tradeoff:
         _tradeoff(args, model, tok, vecs, layers, items, helpfulness, prompts, report, out)
     elif compare:
-        from ..evaluation.robustness import negative_multiples, plot_robustness, robustness_sweep
+        from ..evaluation.studies.robustness import negative_multiples, robustness_sweep
+        from ..reporting.plots import plot_robustness
 
         def loader(path):
             # An adapter goes onto a fresh copy of --model; a full folder is loaded as it is.
@@ -234,8 +235,8 @@ def main(argv) -> int:
             "Target rate against the coefficient, per model and layer",
         )
     else:
-        from ..evaluation.plots import plot_sweep
-        from ..evaluation.sweep import steering_sweep
+        from ..evaluation.studies.sweep import steering_sweep
+        from ..reporting.plots import plot_sweep
 
         result = steering_sweep(
             model, tok, vecs, items, layers, args.coefficients, ablate=args.ablate, **common
@@ -271,8 +272,8 @@ def main(argv) -> int:
 
 def _tradeoff(args, model, tok, vecs, layers, items, helpfulness, prompts, report, out) -> None:
     from ..behaviours.refusal import keyword_refusal_score
-    from ..evaluation.plots import plot_tradeoff
-    from ..evaluation.tradeoff import tradeoff_study
+    from ..evaluation.studies.tradeoff import tradeoff_study
+    from ..reporting.plots import plot_tradeoff
 
     sec = report.section(
         "Alignment/helpfulness trade-off",

@@ -19,7 +19,6 @@ _EXPORTS = {
     "honesty": ("VARIANT_NAMES", "HonestyArguments", "run_honesty"),
     "layout": ("RunFolder", "RunLayout", "find_vectors_dir", "load_run"),
     "measure": ("generate_condition", "perplexity_rows", "quality_rows", "target_cosines"),
-    "report": ("add_behaviour_section", "add_timings", "honesty_report"),
     "select": ("best_layer", "choose_best", "heldout_separation", "layer_window", "split_dev_test"),
     "stages": ("StageRunner", "settings_fingerprint"),
     "variants": ("DevSelection", "load_variant", "steered_rows", "train_variant"),

@@ -22,8 +22,13 @@ import torch
 
 from ..behaviours import BehaviourSpec, behaviour_names, get_behaviour, required_options
 from ..behaviours.sentiment import load_heldout_text
-from ..evaluation.ab import generate_texts, with_coefficient
-from ..evaluation.quality import KLReference, QualityScores, next_token_kl, score_generations
+from ..evaluation.ab.scoring import generate_texts, with_coefficient
+from ..evaluation.open_ended.quality import (
+    KLReference,
+    QualityScores,
+    next_token_kl,
+    score_generations,
+)
 from ..evaluation.stats import mean_interval
 from ..extract import extract_vectors
 from ..io import read_jsonl, write_jsonl
@@ -322,7 +327,7 @@ def run_behaviour(bargs: BehaviourArguments, margs, targs, stages: StageRunner, 
     evaluated = stages.run(f"{name}_evaluate", evaluate, s_eval)
 
     def diagnostics():  # report material on a few test prompts: nothing is chosen here
-        from ..evaluation.sections import pca_section, projection_section
+        from ..reporting.sections import pca_section, projection_section
 
         models = {
             "base": base,

@@ -27,7 +27,7 @@ from ..behaviours.honesty import (
     filter_known_claims,
     load_claims,
 )
-from ..evaluation.perplexity import load_text, perplexity
+from ..evaluation.lm.perplexity import load_text, perplexity
 from ..extract import METHODS, extract_vectors
 from ..io import read_json, resolve_data, write_json
 from ..pairs import split_pairs
@@ -216,7 +216,7 @@ def run_honesty(hargs: HonestyArguments, margs, targs, stages: StageRunner) -> d
     )
 
     def vectors():
-        from ..diagnostics import plot_layer_accuracy
+        from ..analysis.diagnostics import plot_layer_accuracy
 
         pairs = claims_to_pairs(train, tok, mode=hargs.pairing_mode)
         vecs = extract_vectors(
@@ -230,7 +230,7 @@ def run_honesty(hargs: HonestyArguments, margs, targs, stages: StageRunner) -> d
     vecs = SteeringVectors.load(layout.vectors_dir, model=model)
 
     def layers():  # dev claims only
-        from ..diagnostics import plot_pca_scatter
+        from ..analysis.diagnostics import plot_pca_scatter
 
         pairs = claims_to_pairs(dev, tok, mode=hargs.pairing_mode)
         acc = heldout_separation(model, tok, vecs, pairs, _position(hargs))
@@ -245,7 +245,8 @@ def run_honesty(hargs: HonestyArguments, margs, targs, stages: StageRunner) -> d
     steer_layers, rep_layers = layer_info["steer_layers"], layer_info["rep_layers"]
 
     def sweep():  # dev claims only
-        from ..evaluation import steering_sweep
+        from ..evaluation.studies.sweep import steering_sweep
+        from ..reporting.plots import save_sweep
 
         res = steering_sweep(
             model,
@@ -260,7 +261,7 @@ def run_honesty(hargs: HonestyArguments, margs, targs, stages: StageRunner) -> d
             coefficient_unit=targs.coefficient_unit,
             progress=False,
         )
-        res.save(layout.report_dir, "sweep")
+        save_sweep(res, layout.report_dir, "sweep")
         # The "steered" model: the strongest honest push the dev sweep rates best under the
         # dishonest persona.
         cands = [
@@ -330,7 +331,7 @@ def run_honesty(hargs: HonestyArguments, margs, targs, stages: StageRunner) -> d
         return layout.adapter_dir if name == "honest" else layout.model_dir(name)
 
     def evaluate():  # test claims only
-        from ..evaluation import load_items
+        from ..evaluation.ab.datasets import load_items
 
         sets = {"held-out claims": claim_items(test)}
         for path in hargs.eval_sets:
@@ -370,7 +371,8 @@ def run_honesty(hargs: HonestyArguments, margs, targs, stages: StageRunner) -> d
     eval_info = stages.run("evaluate", evaluate, s_eval)
 
     def robustness():
-        from ..evaluation import robustness_sweep
+        from ..evaluation.studies.robustness import robustness_sweep
+        from ..reporting.plots import save_sweep
 
         loaders = [
             (n, (lambda n=n: load_variant(margs, folder(n), merge=True)[0]))
@@ -389,7 +391,7 @@ def run_honesty(hargs: HonestyArguments, margs, targs, stages: StageRunner) -> d
             coefficient_unit=targs.coefficient_unit,
             progress=False,
         )
-        res.save(layout.report_dir, "robustness")
+        save_sweep(res, layout.report_dir, "robustness")
         return {"rows": res.rows}
 
     robust = None
@@ -406,7 +408,9 @@ def run_honesty(hargs: HonestyArguments, margs, targs, stages: StageRunner) -> d
     ppl_info = stages.run("perplexity", ppl, s_ppl) if hargs.perplexity_text else None
 
     def tradeoff():
-        from ..evaluation import load_items, plot_tradeoff, tradeoff_study
+        from ..evaluation.ab.datasets import load_items
+        from ..evaluation.studies.tradeoff import tradeoff_study
+        from ..reporting.plots import plot_tradeoff
 
         helpful = load_items(
             resolve_data(hargs.tradeoff_items),

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from ...evaluation.ab import ABResult, evaluate_ab
-from ...evaluation.datasets import CLAIM_QUESTION, ABItem, records_to_items
-from ...evaluation.letters import letter_probabilities
-from ...evaluation.sweep import resolve_conditions
+from ...evaluation.ab.datasets import CLAIM_QUESTION, ABItem, records_to_items
+from ...evaluation.ab.letters import letter_probabilities
+from ...evaluation.ab.scoring import ABResult, evaluate_ab
+from ...evaluation.studies.sweep import resolve_conditions
 from ...io import data_path, read_jsonl
 from ...pairs import ContrastivePair, format_chat
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ...evaluation.datasets import CLAIM_QUESTION
-from ...evaluation.parsing import parse_answer
+from ...evaluation.ab.datasets import CLAIM_QUESTION
+from ...evaluation.ab.parsing import parse_answer
 from ...pairs import split_pairs
 from ..registry import BehaviourSpec, register_behaviour
 from .claims import HONEST_PERSONA, claims_to_pairs, load_honesty_claims

@@ -9,14 +9,12 @@ the rows gain a ``model`` column so one table and one plot compare them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 
-from ..vectors import SteeringVectors
-from .datasets import ABItem
-from .plots import plot_sweep
+from ...vectors import SteeringVectors
+from ..ab.datasets import ABItem
 from .sweep import SweepResult, steering_sweep
 
-__all__ = ["negative_multiples", "robustness_sweep", "plot_robustness"]
+__all__ = ["negative_multiples", "robustness_sweep"]
 
 
 def negative_multiples(coefficients: Sequence[float], include_zero: bool = True) -> list[float]:
@@ -47,7 +45,7 @@ def robustness_sweep(
     ``models`` maps a name to a model, or is a list of ``(name, loader)`` pairs so only one model
     needs to be in memory at a time. With ``negative`` the grid is
     :func:`negative_multiples` of ``coefficients``. Other keywords go to
-    :func:`~reptune.evaluation.sweep.steering_sweep`.
+    :func:`~reptune.evaluation.studies.sweep.steering_sweep`.
 
     Example:
         >>> res = robustness_sweep({"base": base, "token-tuned": tok_model, "rep-tuned": rep},
@@ -66,12 +64,3 @@ def robustness_sweep(
         merged.results.update({(name, *key): value for key, value in result.results.items()})
         del model
     return merged
-
-
-def plot_robustness(rows: Sequence[Mapping], path: str | Path, metric: str = "target_rate"):
-    """One line per (model, layer) against the coefficient, one panel per condition.
-
-    Example:
-        >>> plot_robustness(result.rows, "plots/robustness.png")
-    """
-    return plot_sweep(rows, path, metric, series=("model", "layer"), title="robustness")

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..io import read_records
-from ..pairs import format_chat
+from ...io import read_records
+from ...pairs import format_chat
 from .parsing import CLAIM_ALIASES
 
 __all__ = [

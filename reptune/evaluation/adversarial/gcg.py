@@ -15,10 +15,10 @@ import copy
 
 import torch
 
-from ..hooks import _PROMPT_END_ATTR
-from ..layers import model_device, unwrap_model
-from ..tokenization import adds_bos
-from .datasets import ABItem, item_prompt
+from ...hooks import _PROMPT_END_ATTR
+from ...layers import model_device, unwrap_model
+from ...tokenization import adds_bos
+from ..ab.datasets import ABItem, item_prompt
 
 __all__ = [
     "split_prompt",

@@ -3,12 +3,12 @@ import json
 import torch
 from conftest import make_model, make_tokenizer
 
-from reptune.evaluation.attack import AttackConfig
-from reptune.evaluation.datasets import ABItem
-from reptune.evaluation.report import Report
-from reptune.evaluation.sections import add_section, attack_section, pca_section, projection_section
+from reptune.analysis.projections import ProjectionResult
+from reptune.evaluation.ab.datasets import ABItem
+from reptune.evaluation.adversarial.attack import AttackConfig
 from reptune.pairs import ContrastivePair
-from reptune.projections import ProjectionResult
+from reptune.reporting.report import Report
+from reptune.reporting.sections import add_section, attack_section, pca_section, projection_section
 from reptune.steering import SteeredModel
 from reptune.vectors import SteeringVectors
 

@@ -29,12 +29,12 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .hooks import CallPositions, intervene
-from .io import atomic_folder, jsonable, read_json, recover_folder
-from .layers import check_layers, model_device, num_layers, unwrap_model
-from .steering import SteeredModel
-from .tokenization import context_length, encode_batch
-from .vectors import SteeringVectors
+from ..hooks import CallPositions, intervene
+from ..io import atomic_folder, jsonable, read_json, recover_folder
+from ..layers import check_layers, model_device, num_layers, unwrap_model
+from ..steering import SteeredModel
+from ..tokenization import context_length, encode_batch
+from ..vectors import SteeringVectors
 
 __all__ = ["KINDS", "ProjectionResult", "record_projections", "check_kind"]
 

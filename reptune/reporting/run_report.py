@@ -9,11 +9,10 @@ Example:
 
 from __future__ import annotations
 
-from ..evaluation.plots import plot_sweep
-from ..evaluation.report import Report
 from ..evaluation.stats import rate
 from ..vectors import SteeringVectors, describe_unit
-from .measure import plot_conditions
+from .plots import plot_conditions, plot_sweep
+from .report import Report
 
 __all__ = ["honesty_report", "add_behaviour_section", "add_timings", "overlaps"]
 
@@ -300,7 +299,7 @@ def add_behaviour_section(report: Report, res: dict) -> None:
 
 def add_diagnostics(report: Report, res: dict) -> None:
     """The behaviour section's projections and PCA view, when they ran."""
-    from ..evaluation.sections import add_section
+    from .sections import add_section
 
     for material in (res.get("diagnostics") or {}).get("sections", []):
         add_section(report, material)

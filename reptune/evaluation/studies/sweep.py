@@ -3,7 +3,7 @@
 For each layer the rows ``condition x coefficient x item`` are scored in shared batches, each row
 carrying its own coefficient (per-row coefficients of :class:`~reptune.steering.SteeredModel`).
 The result is one table row per (layer, mode, coefficient, condition) with the rates of
-:class:`~reptune.evaluation.ab.ABResult`.
+:class:`~reptune.evaluation.ab.scoring.ABResult`.
 """
 
 from __future__ import annotations
@@ -11,16 +11,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from ..hooks import Positions
-from ..steering import SteeredModel
-from ..vectors import DEFAULT_COEFFICIENT_UNIT, SteeringVectors
-from .ab import CONDITIONS, ABResult, ItemResult, score_items, summarize
-from .datasets import ABItem
+from ...hooks import Positions
+from ...steering import SteeredModel
+from ...vectors import DEFAULT_COEFFICIENT_UNIT, SteeringVectors
+from ..ab.datasets import ABItem
+from ..ab.scoring import CONDITIONS, ABResult, ItemResult, score_items, summarize
 
 __all__ = ["SweepResult", "check_sweep", "resolve_conditions", "steering_sweep"]
 
@@ -30,7 +29,7 @@ def resolve_conditions(
     known: Mapping[str, str | None] = CONDITIONS,
 ) -> dict[str, str | None]:
     """Condition name -> system prompt: a mapping is taken as it is, names are looked up in
-    ``known`` (default :data:`~reptune.evaluation.ab.CONDITIONS`, i.e. ``"none"``).
+    ``known`` (default :data:`~reptune.evaluation.ab.scoring.CONDITIONS`, i.e. ``"none"``).
 
     Example:
         >>> resolve_conditions({"custom": "Answer briefly."})
@@ -71,24 +70,6 @@ class SweepResult:
         row["condition"] = condition
         self.rows.append(row)
         self.results[key] = result
-
-    def save(self, directory: str | Path, name: str = "sweep") -> dict[str, Path]:
-        """Write ``<name>.csv``, ``<name>.json`` and ``<name>.png`` (target rate) into
-        ``directory``, all three at once (:func:`reptune.io.atomic_folder`; other files stay).
-
-        Example:
-            >>> paths = steering_sweep(...).save("runs/honesty/sweep")
-        """
-        from ..io import atomic_folder
-        from .plots import plot_sweep
-        from .tables import write_table
-
-        directory = Path(directory)
-        series = ("model", "layer") if any("model" in r for r in self.rows) else ("layer",)
-        with atomic_folder(directory) as tmp:
-            write_table(self.rows, tmp / name)
-            plot_sweep(self.rows, tmp / f"{name}.png", series=series)
-        return {key: directory / f"{name}.{key}" for key in ("csv", "json", "png")}
 
 
 def check_sweep(

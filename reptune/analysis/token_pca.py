@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .extract import read_activations
-from .hooks import Positions, forward_until, recording, validate_positions
-from .layers import check_layers, model_device, num_layers, unwrap_model
-from .pairs import ContrastivePair, validate_pairs
-from .tokenization import context_length, encode_batch
+from ..extract import read_activations
+from ..hooks import Positions, forward_until, recording, validate_positions
+from ..layers import check_layers, model_device, num_layers, unwrap_model
+from ..pairs import ContrastivePair, validate_pairs
+from ..tokenization import context_length, encode_batch
 
 __all__ = ["TokenPCA", "pair_components", "token_pca", "plot_token_pca"]
 
@@ -252,7 +252,7 @@ def plot_token_pca(view: TokenPCA, path: str | Path, annotate: int = 6) -> Path:
     Example:
         >>> plot_token_pca(view, "runs/x/pca_tokens_layer10.png")
     """
-    from .evaluation.plots import save_figure
+    from ..plotting import save_figure
 
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     scree, scatter = fig.subplots(1, 2, width_ratios=[1, 2])

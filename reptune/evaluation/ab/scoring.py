@@ -1,11 +1,11 @@
 """A/B behaviour evaluation: letter-probability and generation scorers, rates with intervals.
 
-Two scorers read the model's choice for each :class:`~reptune.evaluation.datasets.ABItem`:
+Two scorers read the model's choice for each :class:`~reptune.evaluation.ab.datasets.ABItem`:
 
 - ``"letter"``: one forward pass; the prompt ends in ``answer_prefix`` (default ``"("``) and the
   choice is the letter with the highest next-token probability (P(A) vs P(B), renormalised);
 - ``"generate"``: greedy decoding of ``max_new_tokens`` (default 30) tokens, parsed with
-  :func:`~reptune.evaluation.parsing.parse_answer`.
+  :func:`~reptune.evaluation.ab.parsing.parse_answer`.
 
 Each answer scores +1 (target letter: the true, correct or behaviour-matching answer), -1 (another
 letter) or 0 (no answer found). For the honesty protocol the target rate is the honest rate
@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .batched import check_coefficients, generate_texts, score_letters, with_coefficient
+from ..batched import check_coefficients, generate_texts, score_letters, with_coefficient
+from ..stats import Rate, rate
 from .datasets import ABItem, item_prompt
 from .parsing import parse_answer
-from .stats import Rate, rate
 
 __all__ = [
     "CONDITIONS",

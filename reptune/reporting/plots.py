@@ -1,7 +1,7 @@
-"""PNG plots of sweeps, robustness comparisons and trade-off curves.
+"""PNG plots of sweeps, robustness comparisons, trade-off curves and condition scores.
 
-Figures are drawn with matplotlib's object API on the Agg canvas, so plotting never touches the
-global pyplot state or needs a display.
+Figures are drawn with matplotlib's object API and saved by :func:`reptune.plotting.save_figure`,
+so plotting never touches the global pyplot state or needs a display.
 """
 
 from __future__ import annotations
@@ -10,23 +10,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..io import atomic_write
+from ..evaluation.open_ended.quality import AXES
+from ..io import atomic_folder
+from ..plotting import save_figure
+from .tables import write_table
 
-__all__ = ["save_figure", "plot_rates", "plot_sweep", "plot_tradeoff"]
-
-
-def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
-    """Render ``fig`` to a PNG at ``path`` (written atomically).
-
-    Example:
-        >>> save_figure(fig, "runs/eval/plots/sweep.png")
-    """
-    FigureCanvasAgg(fig)
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=dpi, bbox_inches="tight"))
-    return Path(path)
+__all__ = [
+    "save_sweep",
+    "plot_conditions",
+    "plot_rates",
+    "plot_robustness",
+    "plot_sweep",
+    "plot_tradeoff",
+]
 
 
 def _label(row: Mapping, series: Sequence[str]) -> str:
@@ -201,3 +199,54 @@ def plot_tradeoff(
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)
+
+
+def plot_robustness(rows: Sequence[Mapping], path: str | Path, metric: str = "target_rate"):
+    """One line per (model, layer) against the coefficient, one panel per condition.
+
+    Example:
+        >>> plot_robustness(result.rows, "plots/robustness.png")
+    """
+    return plot_sweep(rows, path, metric, series=("model", "layer"), title="robustness")
+
+
+def plot_conditions(rows: Sequence[Mapping], path: str | Path, title: str) -> Path:
+    """Grouped bars: each condition's mean on every axis with its interval.
+
+    Example:
+        >>> plot_conditions(quality_rows(scores), "report/conditions.png", "sentiment, test")
+    """
+    fig = Figure(figsize=(1.6 + 1.3 * len(rows), 3.8), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(AXES)
+    x = np.arange(len(rows))
+    for i, axis in enumerate(AXES):
+        values = np.array([r[axis] for r in rows], dtype=float)
+        low = values - np.array([r[f"{axis}_low"] for r in rows], dtype=float)
+        high = np.array([r[f"{axis}_high"] for r in rows], dtype=float) - values
+        ax.bar(x + (i - 1.5) * width, values, width, yerr=[low, high], capsize=2, label=axis)
+    ax.set_xticks(x, [r["condition"] for r in rows], rotation=20, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("score (0-1), 95% interval")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncols=4, loc="upper center")
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def save_sweep(result, directory: str | Path, name: str = "sweep") -> dict[str, Path]:
+    """Write a sweep's ``<name>.csv``, ``<name>.json`` and ``<name>.png`` (target rate) into
+    ``directory``, all three at once (:func:`reptune.io.atomic_folder`; other files stay).
+
+    ``result`` is a :class:`~reptune.evaluation.studies.sweep.SweepResult` (or anything with
+    its ``rows``).
+
+    Example:
+        >>> paths = save_sweep(steering_sweep(...), "runs/honesty/sweep")
+    """
+    directory = Path(directory)
+    series = ("model", "layer") if any("model" in r for r in result.rows) else ("layer",)
+    with atomic_folder(directory) as tmp:
+        write_table(result.rows, tmp / name)
+        plot_sweep(result.rows, tmp / f"{name}.png", series=series)
+    return {key: directory / f"{name}.{key}" for key in ("csv", "json", "png")}

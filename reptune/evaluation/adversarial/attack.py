@@ -33,7 +33,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .datasets import ABItem
+from ..ab.datasets import ABItem
+from ..ab.letters import letter_token_ids
+from ..stats import Rate, rate
 from .gcg import (
     allowed_tokens,
     candidates,
@@ -45,8 +47,6 @@ from .gcg import (
     token_gradients,
     vocab_size,
 )
-from .letters import letter_token_ids
-from .stats import Rate, rate
 
 __all__ = [
     "METHODS",

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from reptune.evaluation.report import Report
 from reptune.evaluation.stats import rate
-from reptune.evaluation.tables import markdown_table, write_table
 from reptune.io import jsonable
+from reptune.reporting.report import Report
+from reptune.reporting.tables import markdown_table, write_table
 
 ROWS = [
     {

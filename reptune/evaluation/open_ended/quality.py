@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..layers import model_device
-from ..tokenization import adds_bos, ensure_pad_token, position_ids_from_mask
-from .stats import Mean, mean_interval
+from ...layers import model_device
+from ...tokenization import adds_bos, ensure_pad_token, position_ids_from_mask
+from ..stats import Mean, mean_interval
 
 __all__ = [
     "AXES",

@@ -24,11 +24,11 @@ import torch
 from scipy.optimize import OptimizeWarning, curve_fit
 from tqdm.auto import tqdm
 
-from ..hooks import Positions
-from ..steering import SteeredModel
-from ..vectors import DEFAULT_COEFFICIENT_UNIT, SteeringVectors
-from .ab import generate_texts, score_items, score_letters
-from .datasets import ABItem, item_prompt
+from ...hooks import Positions
+from ...steering import SteeredModel
+from ...vectors import DEFAULT_COEFFICIENT_UNIT, SteeringVectors
+from ..ab.datasets import ABItem, item_prompt
+from ..ab.scoring import generate_texts, score_items, score_letters
 from .sweep import check_sweep
 
 __all__ = [
@@ -317,7 +317,7 @@ def tradeoff_study(
         )
         flat = [float(r.score) for r in records]
     else:
-        from ..pairs import format_chat
+        from ...pairs import format_chat
 
         n_b = len(behaviour_prompts)
         prompts = [format_chat(tokenizer, p, "", system) for p in behaviour_prompts] * k

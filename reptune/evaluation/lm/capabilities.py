@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..steering import SteeredModel
+from ...steering import SteeredModel
 
 __all__ = ["require_lm_eval", "evaluate_capabilities", "capability_rows"]
 

@@ -1,7 +1,7 @@
 """Heatmaps of generation-time projections: layers by tokens, one panel per model.
 
 Example:
-    >>> from reptune.projection_plots import plot_projections
+    >>> from reptune.analysis.projection_plots import plot_projections
     >>> plot_projections({"base": base_res, "steered": steered_res}, "p0.png", index=0)
 """
 
@@ -39,7 +39,7 @@ def plot_projections(
     Example:
         >>> plot_projections({"base": base_res, "steered": steered_res}, "p0.png", index=0)
     """
-    from .evaluation.plots import save_figure
+    from ..plotting import save_figure
 
     check_kind(kind)
     named = {"": results} if isinstance(results, ProjectionResult) else dict(results)

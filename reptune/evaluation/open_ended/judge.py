@@ -22,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..io import write_json
+from ...io import write_json
+from ..stats import Rate, rate
 from .endpoint import REQUEST_STATUSES, ChatEndpoint, EndpointError, display_url
-from .stats import Rate, rate
 
 __all__ = [
     "JUDGE_TEMPLATE",

@@ -1,31 +1,20 @@
-"""Plots that show which layers carry a behaviour."""
+"""Layer diagnostics: plots that show which layers carry a behaviour."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from .extract import read_activations  # noqa: E402
-from .hooks import Positions  # noqa: E402
-from .io import atomic_write  # noqa: E402
-from .pairs import ContrastivePair  # noqa: E402
-from .vectors import SteeringVectors  # noqa: E402
+from ..extract import read_activations
+from ..hooks import Positions
+from ..pairs import ContrastivePair
+from ..plotting import save_figure
+from ..vectors import SteeringVectors
 
 __all__ = ["plot_layer_accuracy", "plot_pca_scatter"]
-
-
-def _save(fig, path: str | Path) -> Path:
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
-    finally:
-        plt.close(fig)
-    return Path(path)
 
 
 def plot_layer_accuracy(vectors: SteeringVectors, path: str | Path) -> Path:
@@ -38,7 +27,8 @@ def plot_layer_accuracy(vectors: SteeringVectors, path: str | Path) -> Path:
     if not diag:
         raise ValueError("these vectors carry no diagnostics; extract them with extract_vectors")
     layers = sorted(diag)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.subplots()
     ax.plot(layers, [diag[k]["accuracy"] for k in layers], "o-", label="separation accuracy")
     ax.plot(
         layers, [diag[k]["explained_variance"] for k in layers], "s--", label="explained variance"
@@ -48,7 +38,7 @@ def plot_layer_accuracy(vectors: SteeringVectors, path: str | Path) -> Path:
     ax.set_ylim(0, 1.02)
     ax.set_title(f"{vectors.metadata.get('model_name', '')} — {vectors.metadata.get('method', '')}")
     ax.legend(loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_pca_scatter(
@@ -77,11 +67,12 @@ def plot_pca_scatter(
     _, _, vh = torch.linalg.svd(centred.double(), full_matrices=False)
     xy = (centred.double() @ vh[:2].T).float()
     n = len(pairs)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
     ax.scatter(xy[:n, 0], xy[:n, 1], s=12, alpha=0.7, label="positive")
     ax.scatter(xy[n:, 0], xy[n:, 1], s=12, alpha=0.7, label="negative")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.set_title(f"layer {layer}")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)

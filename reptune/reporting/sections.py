@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..projection_plots import plot_projections
-from ..projections import record_projections
-from ..token_pca import plot_token_pca, token_pca
-from .attack import AttackConfig, compare_attacks
-from .plots import plot_rates, save_figure
+from ..analysis.projection_plots import plot_projections
+from ..analysis.projections import record_projections
+from ..analysis.token_pca import plot_token_pca, token_pca
+from ..evaluation.adversarial.attack import AttackConfig, compare_attacks
+from ..plotting import save_figure
+from .plots import plot_rates
 
 __all__ = ["projection_section", "pca_section", "attack_section", "add_section"]
 

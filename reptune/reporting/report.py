@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..evaluation.stats import Rate
 from ..io import atomic_folder, jsonable, write_json
 from ..version import __version__
-from .stats import Rate
 from .tables import columns_of, markdown_table, write_table
 
 __all__ = ["REPORT_MD", "REPORT_JSON", "Section", "Report"]

@@ -9,7 +9,7 @@ from huggingface_hub import ModelCard
 from test_workflow_layout import REPORT, make_run
 
 from reptune.publish.card import write_model_card
-from reptune.publish.report_view import read_report
+from reptune.reporting.report_view import read_report
 
 
 def test_sections_tables_plots_and_metrics(tmp_path):
@@ -50,8 +50,8 @@ def test_malformed_parts_are_skipped():
 
 
 def test_card_from_the_report_writer(tmp_path):
-    """What reptune.evaluation.report.Report writes reaches the card with the same numbers."""
-    report_module = pytest.importorskip("reptune.evaluation.report")
+    """What reptune.reporting.report.Report writes reaches the card with the same numbers."""
+    report_module = pytest.importorskip("reptune.reporting.report")
     stats = pytest.importorskip("reptune.evaluation.stats")
     run = make_run(tmp_path, report=False)
     report_dir = run / "report"

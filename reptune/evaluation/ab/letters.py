@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
-from ..hooks import eval_mode
-from ..layers import model_device
-from ..tokenization import context_length, pad_batch, pad_token_id, tokenize_texts
+from ...hooks import eval_mode
+from ...layers import model_device
+from ...tokenization import context_length, pad_batch, pad_token_id, tokenize_texts
 
 __all__ = ["letter_token_ids", "letter_probabilities", "next_token_log_probs"]
 

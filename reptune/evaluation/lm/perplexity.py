@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..hooks import eval_mode
-from ..layers import model_device
-from ..tokenization import context_length
-from .stats import PairedDifference, paired_bootstrap
+from ...hooks import eval_mode
+from ...layers import model_device
+from ...tokenization import context_length
+from ..stats import PairedDifference, paired_bootstrap
 
 __all__ = [
     "Window",
@@ -205,7 +205,7 @@ def load_text(
     path = Path(str(source)).expanduser()
     if path.is_file():
         if path.suffix.lower() in (".json", ".jsonl", ".csv", ".tsv"):
-            from .datasets import read_records
+            from ..ab.datasets import read_records
 
             rows = read_records(path)
             if rows and column not in rows[0]:

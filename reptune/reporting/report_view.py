@@ -1,6 +1,6 @@
 """An evaluation report (``report/report.json``) reduced to what a model card shows.
 
-The layout is the one :class:`reptune.evaluation.report.Report` writes::
+The layout is the one :class:`reptune.reporting.report.Report` writes::
 
     {"title", "model": {...}, "dataset": str (optional),
      "sections": [{"title", "text",
