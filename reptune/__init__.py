@@ -11,7 +11,8 @@ Example:
     >>> from reptune import DEFAULT_MODEL, load_model, load_jsonl_pairs, extract_vectors
     >>> from reptune import SteeredModel
     >>> model, tok = load_model(DEFAULT_MODEL)  # "embedded:smollm2-135m"
-    >>> vecs = extract_vectors(model, tok, load_jsonl_pairs("pairs.jsonl", tok), layers=range(6, 20))
+    >>> pairs = load_jsonl_pairs("pairs.jsonl", tok)
+    >>> vecs = extract_vectors(model, tok, pairs, layers=range(6, 20))
     >>> steered = SteeredModel(model, vecs, layers=[12], coefficient=0.15)
     >>> reptune.__version__
 """
@@ -24,24 +25,30 @@ from .steering import SteeredModel
 from .vectors import SteeringVectors
 from .version import __version__
 
+__all__ = [
+    "__version__",
+    "DEFAULT_MODEL",
+    "ContrastivePair",
+    "RepTuneConfig",
+    "RepTuneTrainer",
+    "SteeredModel",
+    "SteeringVectors",
+    "extract_vectors",
+    "load_caa_pairs",
+    "load_jsonl_pairs",
+    "load_model",
+    "push_run",
+    "write_model_card",
+]
+
 # Loaded on first use: the trainer pulls in transformers.Trainer (seconds to import), publishing
 # the card and Hub code.
-__all__, __getattr__, __dir__ = lazy_exports(
+_, __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         ".training": ("RepTuneConfig", "RepTuneTrainer"),
         ".publish": ("push_run", "write_model_card"),
     },
     globals(),
-    eager=[
-        "__version__",
-        "DEFAULT_MODEL",
-        "ContrastivePair",
-        "SteeredModel",
-        "SteeringVectors",
-        "extract_vectors",
-        "load_caa_pairs",
-        "load_jsonl_pairs",
-        "load_model",
-    ],
+    eager=__all__,
 )
