@@ -14,7 +14,7 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models import DEFAULT_MODEL
+from ..workflow.args import TunedModelArguments
 from . import coefficient_unit_field, parse
 
 __all__ = ["HELP", "EvalArguments", "main"]
@@ -22,19 +22,11 @@ __all__ = ["HELP", "EvalArguments", "main"]
 HELP = "evaluate a model: A/B honesty rates, perplexity, lm-eval tasks -> report"
 
 
-@dataclass
-class EvalArguments:
+@dataclass(kw_only=True)
+class EvalArguments(TunedModelArguments):
     """Options of ``reptune eval``."""
 
     output: str = field(metadata={"help": "folder for report.md, report.json, tables/, plots/"})
-    model: str = field(
-        default=DEFAULT_MODEL,
-        metadata={"help": "model spec: Hub id, local folder, .gguf file or embedded:<name>"},
-    )
-    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16, float16 or auto"})
-    adapter: str | None = field(
-        default=None, metadata={"help": "PEFT adapter folder (a tuned model) loaded onto --model"}
-    )
     vectors: str | None = field(
         default=None, metadata={"help": "steering vectors folder: evaluate the model steered"}
     )
@@ -181,7 +173,7 @@ def main(argv) -> int:
         check_model_options(args.reference_model, args.dtype)
     check_model_options(args.model, args.dtype)
 
-    model, tok = load_for_evaluation(args.model, args.adapter, args.dtype)
+    model, tok = load_for_evaluation(args.model, args.adapter, args.dtype, args.trust_remote_code)
     evaluated, described = model, {"spec": args.model, "adapter": args.adapter}
     if vecs is not None:
         from ..steering import SteeredModel
@@ -301,7 +293,9 @@ def _perplexity(args: EvalArguments, model, evaluated, tok, report, text: str) -
     )
     reference = None
     if args.reference_model:
-        ref_model, ref_tok = load_for_evaluation(args.reference_model, None, args.dtype)
+        ref_model, ref_tok = load_for_evaluation(
+            args.reference_model, None, args.dtype, args.trust_remote_code
+        )
         reference = perplexity(ref_model, ref_tok, text, **kwargs)
     elif args.adapter or args.vectors:
         # The same weights without the adapter and without steering.

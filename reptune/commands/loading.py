@@ -39,7 +39,12 @@ def check_model_folder(path: str | Path, adapter: bool = False) -> None:
         )
 
 
-def load_for_evaluation(model: str, adapter: str | None = None, dtype: str = "float32"):
+def load_for_evaluation(
+    model: str,
+    adapter: str | None = None,
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+):
     """``(model, tokenizer)`` for ``model`` (any :func:`reptune.models.load_model` spec), with
     the PEFT ``adapter`` folder loaded on top when given; in eval mode.
 
@@ -53,7 +58,7 @@ def load_for_evaluation(model: str, adapter: str | None = None, dtype: str = "fl
             f"{adapter} is not a PEFT adapter folder (no adapter_config.json); pass a full tuned "
             "model folder as the model instead"
         )
-    base, tokenizer = load_model(model, dtype=dtype)
+    base, tokenizer = load_model(model, dtype=dtype, trust_remote_code=trust_remote_code)
     if adapter is None:
         return base, tokenizer
     from peft import PeftModel

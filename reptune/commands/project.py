@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models import DEFAULT_MODEL
+from ..workflow.args import TunedModelArguments
 from . import coefficient_unit_field, parse
 
 __all__ = ["HELP", "ProjectArguments", "main"]
@@ -23,8 +23,8 @@ __all__ = ["HELP", "ProjectArguments", "main"]
 HELP = "record layer x token projections onto vectors during generation (+ the PCA view)"
 
 
-@dataclass
-class ProjectArguments:
+@dataclass(kw_only=True)
+class ProjectArguments(TunedModelArguments):
     """Options of ``reptune project``."""
 
     vectors: str = field(metadata={"help": "folder written by `reptune extract`"})
@@ -36,14 +36,6 @@ class ProjectArguments:
     )
     chat: bool = field(
         default=True, metadata={"help": "format each prompt as a user turn of the chat template"}
-    )
-    model: str = field(
-        default=DEFAULT_MODEL,
-        metadata={"help": "model spec: Hub id, local folder, .gguf file or embedded:<name>"},
-    )
-    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16, float16 or auto"})
-    adapter: str | None = field(
-        default=None, metadata={"help": "PEFT adapter folder (a tuned model) loaded onto --model"}
     )
     layers: list[int] | None = field(
         default=None, metadata={"help": "layers to record (default: every layer of --vectors)"}
@@ -146,7 +138,7 @@ def main(argv) -> int:
     from ..steering import SteeredModel
     from .loading import load_for_evaluation
 
-    model, tok = load_for_evaluation(args.model, args.adapter, args.dtype)
+    model, tok = load_for_evaluation(args.model, args.adapter, args.dtype, args.trust_remote_code)
     vecs.check_compatible(model)
     if args.chat:
         prompts = [format_chat(tok, p) for p in prompts]

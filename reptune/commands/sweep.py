@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models import DEFAULT_MODEL
+from ..workflow.args import TunedModelArguments
 from . import coefficient_unit_field, parse
 
 __all__ = ["HELP", "SweepArguments", "main"]
@@ -30,20 +30,12 @@ __all__ = ["HELP", "SweepArguments", "main"]
 HELP = "steering sweeps over layers x coefficients; robustness and trade-off studies"
 
 
-@dataclass
-class SweepArguments:
+@dataclass(kw_only=True)
+class SweepArguments(TunedModelArguments):
     """Options of ``reptune sweep``."""
 
     vectors: str = field(metadata={"help": "steering vectors folder (from `reptune extract`)"})
     output: str = field(metadata={"help": "folder for report.md, report.json, tables/, plots/"})
-    model: str = field(
-        default=DEFAULT_MODEL,
-        metadata={"help": "model spec: Hub id, local folder, .gguf file or embedded:<name>"},
-    )
-    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16, float16 or auto"})
-    adapter: str | None = field(
-        default=None, metadata={"help": "PEFT adapter folder loaded onto --model"}
-    )
     data: list[str] = field(
         default_factory=list, metadata={"help": "A/B item sources (files or HF dataset names)"}
     )
@@ -184,7 +176,7 @@ def main(argv) -> int:
         check_model_folder(args.adapter, adapter=True)
     check_model_options(args.model, args.dtype)
 
-    model, tok = load_for_evaluation(args.model, args.adapter, args.dtype)
+    model, tok = load_for_evaluation(args.model, args.adapter, args.dtype, args.trust_remote_code)
     vecs.check_compatible(model)
     out = Path(args.output)
     report = Report(
@@ -216,7 +208,10 @@ def main(argv) -> int:
             # An adapter goes onto a fresh copy of --model; a full folder is loaded as it is.
             adapter = is_adapter_folder(path)
             return lambda: load_for_evaluation(
-                args.model if adapter else path, path if adapter else None, args.dtype
+                args.model if adapter else path,
+                path if adapter else None,
+                args.dtype,
+                args.trust_remote_code,
             )[0]
 
         entries = [("base", model)] + [(name, loader(path)) for name, path in compare]
