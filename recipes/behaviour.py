@@ -18,14 +18,13 @@ from pathlib import Path
 from reptune.commands import parse
 from reptune.publish import publish_run
 from reptune.reporting.report import Report
+from reptune.reporting.run_report import add_behaviour_section, add_timings
 from reptune.training import RepTuneConfig, check_precision
 from reptune.workflow import (
     BehaviourArguments,
     ModelArguments,
     RunArguments,
     StageRunner,
-    add_behaviour_section,
-    add_timings,
     run_behaviour,
 )
 from reptune.workflow.layout import write_run_config

@@ -19,15 +19,13 @@ from pathlib import Path
 
 from reptune.commands import parse
 from reptune.publish import publish_run
+from reptune.reporting.run_report import add_behaviour_section, add_timings, honesty_report
 from reptune.training import RepTuneConfig, check_precision
 from reptune.workflow import (
     HonestyArguments,
     ModelArguments,
     RunArguments,
     StageRunner,
-    add_behaviour_section,
-    add_timings,
-    honesty_report,
     run_behaviour,
     run_honesty,
 )
