@@ -110,7 +110,7 @@ class BehaviourArguments:
         missing = [n for n in required_options(self.behaviour) if not getattr(self, n)]
         if missing:
             raise ValueError(
-                f"behaviour {self.behaviour!r} needs {missing} (set them in behaviour_section)"
+                f"behaviour {self.behaviour!r} needs {missing}: set them in the recipe"
             )
 
     def spec(self) -> BehaviourSpec:
@@ -126,9 +126,11 @@ def run_behaviour(bargs: BehaviourArguments, margs, targs, stages: StageRunner, 
     """
     spec = bargs.spec()
     settings = {"model": asdict(margs), "behaviour": asdict(bargs), "seed": targs.seed}
+    # The prompts are split before the model loads.
+    dev, test = split_dev_test(spec.eval_prompts(), bargs.dev_prompts, bargs.test_prompts)
     base, tok = margs.load()
     run = steps.BehaviourRun(bargs, margs, targs, stages, name, spec, base, tok, settings)
-    run.dev, run.test = split_dev_test(spec.eval_prompts(), bargs.dev_prompts, bargs.test_prompts)
+    run.dev, run.test = dev, test
     info = steps.extract_behaviour_vectors(run)
     chosen = steps.choose_steering(run, info["best_layer"])
     dev_answers = steps.write_steered_rows(run)
