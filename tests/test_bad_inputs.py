@@ -561,7 +561,7 @@ API_ROWS = [
         "report-plot-name",
         lambda w: (
             __import__("reptune.reporting.report")
-            .evaluation.report.Report("t")
+            .reporting.report.Report("t")
             .plot_path("../x.png")
         ),
         match="plain file name",
