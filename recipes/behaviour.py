@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 
 from reptune.commands import parse
-from reptune.evaluation import Report
 from reptune.publish import publish_run
+from reptune.reporting.report import Report
+from reptune.reporting.run_report import add_behaviour_section, add_timings
 from reptune.training import RepTuneConfig, check_precision
 from reptune.training.launch import use_all_cores
 from reptune.workflow import (
@@ -25,8 +26,6 @@ from reptune.workflow import (
     ModelArguments,
     RunArguments,
     StageRunner,
-    add_behaviour_section,
-    add_timings,
     run_behaviour,
 )
 from reptune.workflow.layout import write_run_config

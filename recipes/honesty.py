@@ -19,6 +19,7 @@ from pathlib import Path
 
 from reptune.commands import parse
 from reptune.publish import publish_run
+from reptune.reporting.run_report import add_behaviour_section, add_timings, honesty_report
 from reptune.training import RepTuneConfig, check_precision
 from reptune.training.launch import use_all_cores
 from reptune.workflow import (
@@ -26,9 +27,6 @@ from reptune.workflow import (
     ModelArguments,
     RunArguments,
     StageRunner,
-    add_behaviour_section,
-    add_timings,
-    honesty_report,
     run_behaviour,
     run_honesty,
 )

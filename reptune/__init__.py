@@ -1,74 +1,54 @@
 """reptune: find behaviour vectors, steer with them, and tune them into a model's weights.
 
+The front door holds the names to find (:func:`load_model`, :data:`DEFAULT_MODEL`, the pair
+loaders, :func:`extract_vectors`), steer (:class:`SteeredModel`, :class:`SteeringVectors`), tune
+(:class:`RepTuneConfig`, :class:`RepTuneTrainer`) and publish (:func:`write_model_card`,
+:func:`push_run`). Everything else is reachable from its package: ``reptune.hooks``,
+``reptune.behaviours``, ``reptune.evaluation``, ``reptune.analysis``, ``reptune.reporting``,
+``reptune.workflow``, ``reptune.publish``.
+
 Example:
-    >>> from reptune import load_model, extract_vectors, SteeredModel
-    >>> model, tok = load_model("embedded:smollm2-135m")
+    >>> from reptune import DEFAULT_MODEL, load_model, load_jsonl_pairs, extract_vectors
+    >>> from reptune import SteeredModel
+    >>> model, tok = load_model(DEFAULT_MODEL)  # "embedded:smollm2-135m"
+    >>> pairs = load_jsonl_pairs("pairs.jsonl", tok)
     >>> vecs = extract_vectors(model, tok, pairs, layers=range(6, 20))
     >>> steered = SteeredModel(model, vecs, layers=[12], coefficient=0.15)
+    >>> reptune.__version__
 """
 
-from .extract import (
-    extract_vectors,
-    layer_diagnostics,
-    measure_residual_norms,
-    read_activations,
-)
-from .hooks import AblateVector, AddVector, Recorder, forward_until, intervene, recording
-from .layers import find_layers, num_layers, unwrap_model
+from ._lazy import lazy_exports
+from .extract import extract_vectors
 from .models import DEFAULT_MODEL, load_model
 from .pairs import ContrastivePair, load_caa_pairs, load_jsonl_pairs
 from .steering import SteeredModel
 from .vectors import SteeringVectors
 from .version import __version__
 
-# Loaded on first use: the trainer pulls in transformers.Trainer (seconds to import), the
-# honesty behaviour the evaluation stack (scipy).
-_LAZY = {
-    "RepTuneConfig": "reptune.training",
-    "RepTuneTrainer": "reptune.training",
-    "Claim": "reptune.behaviours.honesty",
-    "claims_to_pairs": "reptune.behaviours.honesty",
-    "filter_known_claims": "reptune.behaviours.honesty",
-    "load_claims": "reptune.behaviours.honesty",
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'reptune' has no attribute {name!r}")
-
-
 __all__ = [
     "__version__",
     "DEFAULT_MODEL",
-    "AblateVector",
-    "AddVector",
-    "Claim",
     "ContrastivePair",
-    "Recorder",
     "RepTuneConfig",
     "RepTuneTrainer",
     "SteeredModel",
     "SteeringVectors",
-    "claims_to_pairs",
     "extract_vectors",
-    "filter_known_claims",
-    "find_layers",
-    "forward_until",
-    "intervene",
-    "layer_diagnostics",
-    "load_model",
     "load_caa_pairs",
-    "load_claims",
     "load_jsonl_pairs",
-    "measure_residual_norms",
-    "num_layers",
-    "read_activations",
-    "recording",
-    "unwrap_model",
+    "load_model",
+    "push_run",
+    "write_model_card",
 ]
+
+# Loaded on first use: the trainer pulls in transformers.Trainer (seconds to import), publishing
+# the card and Hub code.
+_, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        ".training": ("RepTuneConfig", "RepTuneTrainer"),
+        ".publish": ("push_run", "write_model_card"),
+    },
+    globals(),
+    eager=__all__,
+)

@@ -18,16 +18,16 @@ import time
 import reptune
 from reptune.behaviours import load_eval_prompts, load_sentiment_pairs
 from reptune.behaviours.honesty import claims_to_pairs, load_claims
-from reptune.evaluation.attack import AttackConfig
-from reptune.evaluation.datasets import load_items
-from reptune.evaluation.report import Report
-from reptune.evaluation.sections import (
+from reptune.evaluation.ab.datasets import load_items
+from reptune.evaluation.adversarial.attack import AttackConfig
+from reptune.io import resolve_data
+from reptune.reporting.report import Report
+from reptune.reporting.sections import (
     add_section,
     attack_section,
     pca_section,
     projection_section,
 )
-from reptune.io import resolve_data
 
 
 def main() -> None:

@@ -29,9 +29,9 @@ from reptune.behaviours import (
     load_sentiment_rows,
     sentiment_score,
 )
-from reptune.evaluation.embedding import EmbeddingModelUnavailable, ExemplarScorer
-from reptune.evaluation.endpoint import ChatEndpoint
-from reptune.evaluation.judge import DEFAULT_CRITERION, judge_pairwise, judge_report
+from reptune.evaluation.open_ended.embedding import EmbeddingModelUnavailable, ExemplarScorer
+from reptune.evaluation.open_ended.endpoint import ChatEndpoint
+from reptune.evaluation.open_ended.judge import DEFAULT_CRITERION, judge_pairwise, judge_report
 from reptune.evaluation.stats import paired_bootstrap
 from reptune.extract import extract_vectors
 from reptune.io import write_json

@@ -188,8 +188,8 @@ def _collate(rows):
 
 
 def _sweep(w, **kwargs):
-    from reptune.evaluation.datasets import load_items
-    from reptune.evaluation.sweep import steering_sweep
+    from reptune.evaluation.ab.datasets import load_items
+    from reptune.evaluation.studies.sweep import steering_sweep
 
     items = load_items(str(FIXTURES / "claims.csv"), limit=2)
     args = dict(layers=[1], coefficients=[0.0, 1.0], coefficient_unit="raw", progress=False)
@@ -198,16 +198,16 @@ def _sweep(w, **kwargs):
 
 
 def _score(w, **kwargs):
-    from reptune.evaluation.ab import score_items
-    from reptune.evaluation.datasets import load_items
+    from reptune.evaluation.ab.datasets import load_items
+    from reptune.evaluation.ab.scoring import score_items
 
     items = load_items(str(FIXTURES / "claims.csv"), limit=2)
     score_items(w.steered(), w.tok, items, "letter", **kwargs)
 
 
 def _tradeoff(w):
-    from reptune.evaluation.datasets import load_items
-    from reptune.evaluation.tradeoff import tradeoff_study
+    from reptune.evaluation.ab.datasets import load_items
+    from reptune.evaluation.studies.tradeoff import tradeoff_study
 
     items = load_items(str(FIXTURES / "mmlu.jsonl"), limit=2)
     tradeoff_study(
@@ -216,19 +216,19 @@ def _tradeoff(w):
 
 
 def _generate_texts(w, prompts, max_new_tokens=5):
-    from reptune.evaluation.ab import generate_texts
+    from reptune.evaluation.ab.scoring import generate_texts
 
     generate_texts(w.model, w.tok, prompts, max_new_tokens=max_new_tokens, batch_size=1)
 
 
 def _letters(w, prompts):
-    from reptune.evaluation.letters import next_token_log_probs
+    from reptune.evaluation.ab.letters import next_token_log_probs
 
     next_token_log_probs(w.model, w.tok, prompts, batch_size=1)
 
 
 def _window_nll(w):
-    from reptune.evaluation.perplexity import window_nll
+    from reptune.evaluation.lm.perplexity import window_nll
 
     window_nll(w.model, torch.arange(200) % 300, window=CONTEXT * 2, stride=8)
 
@@ -560,8 +560,8 @@ API_ROWS = [
     Row(
         "report-plot-name",
         lambda w: (
-            __import__("reptune.evaluation.report")
-            .evaluation.report.Report("t")
+            __import__("reptune.reporting.report")
+            .reporting.report.Report("t")
             .plot_path("../x.png")
         ),
         match="plain file name",

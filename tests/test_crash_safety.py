@@ -58,7 +58,7 @@ def _rows(version):
 
 
 def _report(version):
-    from reptune.evaluation.report import Report
+    from reptune.reporting.report import Report
 
     rows = _rows(version)
     report = Report(f"v{version}", model={"spec": "tiny"})
@@ -98,12 +98,14 @@ def result_rows(version):
 def _write_sweep(target, version):
     from unittest import mock
 
-    from reptune.evaluation.sweep import SweepResult
+    from reptune.evaluation.studies.sweep import SweepResult
 
     result = SweepResult()
     result.rows = result_rows(version)
-    with mock.patch("reptune.evaluation.plots.plot_sweep", _fake_plot):
-        result.save(target, "sweep")
+    from reptune.reporting.plots import save_sweep
+
+    with mock.patch("reptune.reporting.plots.plot_sweep", _fake_plot):
+        save_sweep(result, target, "sweep")
 
 
 def _read_sweep(target):
@@ -129,7 +131,7 @@ def _read_gguf(target):
 
 
 def _write_plot(target, version):
-    from reptune.diagnostics import plot_layer_accuracy
+    from reptune.analysis.diagnostics import plot_layer_accuracy
 
     vecs = _vectors(version)
     vecs.metadata["diagnostics"] = {1: {"accuracy": 0.5, "explained_variance": 0.1 * version}}
@@ -196,7 +198,7 @@ def test_a_crash_at_any_operation_leaves_a_loadable_version(tmp_path, name):
 
 def test_extract_command_folder_survives_a_crash(tmp_path, monkeypatch):
     """Vectors and their diagnostic plots form one folder, written whole."""
-    import reptune.diagnostics
+    import reptune.analysis.diagnostics
     import reptune.models
     from reptune.commands import extract
 
@@ -204,9 +206,9 @@ def test_extract_command_folder_survives_a_crash(tmp_path, monkeypatch):
     monkeypatch.setattr(reptune.models, "load_model", lambda *a, **k: (model, tok))
     monkeypatch.setattr(reptune.models, "check_model_options", lambda *a, **k: None)
     # Plots stand in for matplotlib's (the same single atomic write each).
-    monkeypatch.setattr(reptune.diagnostics, "plot_layer_accuracy", _fake_plot)
+    monkeypatch.setattr(reptune.analysis.diagnostics, "plot_layer_accuracy", _fake_plot)
     monkeypatch.setattr(
-        reptune.diagnostics,
+        reptune.analysis.diagnostics,
         "plot_pca_scatter",
         lambda m, t, p, layer, pos, path: _fake_plot(p, path),
     )

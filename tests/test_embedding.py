@@ -10,8 +10,8 @@ import torch
 import transformers
 from conftest import VOCAB, make_tokenizer
 
-from reptune.evaluation import embedding
-from reptune.evaluation.embedding import (
+from reptune.evaluation.open_ended import embedding
+from reptune.evaluation.open_ended.embedding import (
     EmbeddingModelUnavailable,
     ExemplarScorer,
     TextEmbedder,

@@ -9,7 +9,9 @@ import torch
 from conftest import make_model, make_tokenizer
 
 from reptune.behaviours.honesty import DISHONEST_PERSONA, HONEST_PERSONA, evaluate_honesty
-from reptune.evaluation.ab import (
+from reptune.evaluation.ab.datasets import item_prompt, load_items
+from reptune.evaluation.ab.letters import letter_probabilities
+from reptune.evaluation.ab.scoring import (
     ItemResult,
     evaluate_ab,
     generate_texts,
@@ -18,8 +20,6 @@ from reptune.evaluation.ab import (
     summarize,
     with_coefficient,
 )
-from reptune.evaluation.datasets import item_prompt, load_items
-from reptune.evaluation.letters import letter_probabilities
 from reptune.steering import SteeredModel
 from reptune.vectors import SteeringVectors
 

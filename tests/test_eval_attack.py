@@ -3,16 +3,21 @@ import torch
 from conftest import make_model, make_tokenizer
 
 from reptune.behaviours.honesty import CLAIM_QUESTION
-from reptune.evaluation.attack import AttackConfig, attack_items, compare_attacks, gcg_attack
-from reptune.evaluation.datasets import ABItem
-from reptune.evaluation.gcg import (
+from reptune.evaluation.ab.datasets import ABItem
+from reptune.evaluation.ab.letters import letter_token_ids
+from reptune.evaluation.adversarial.attack import (
+    AttackConfig,
+    attack_items,
+    compare_attacks,
+    gcg_attack,
+)
+from reptune.evaluation.adversarial.gcg import (
     allowed_tokens,
     initial_suffix,
     prefix_cache,
     split_prompt,
     token_gradients,
 )
-from reptune.evaluation.letters import letter_token_ids
 from reptune.evaluation.stats import rate
 from reptune.steering import SteeredModel
 from reptune.vectors import SteeringVectors

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import make_model, make_tokenizer
 
-from reptune.evaluation.capabilities import (
+from reptune.evaluation.lm.capabilities import (
     capability_rows,
     evaluate_capabilities,
     require_lm_eval,

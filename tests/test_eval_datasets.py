@@ -10,7 +10,7 @@ import pytest
 from conftest import make_tokenizer
 
 from reptune.behaviours.honesty import CLAIM_QUESTION, HONEST_PERSONA, claim_prompt, load_claims
-from reptune.evaluation.datasets import (
+from reptune.evaluation.ab.datasets import (
     ABItem,
     balanced_positions,
     detect_schema,

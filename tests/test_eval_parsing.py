@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reptune.evaluation.parsing import CLAIM_ALIASES, find_answer, parse_answer
+from reptune.evaluation.ab.parsing import CLAIM_ALIASES, find_answer, parse_answer
 
 CASES = [
     # plain letters and their usual wrappings

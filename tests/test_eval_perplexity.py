@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import make_model, make_tokenizer
 
-from reptune.evaluation.perplexity import (
+from reptune.evaluation.lm.perplexity import (
     compare_perplexity,
     load_text,
     perplexity,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import make_model, make_tokenizer
 
-from reptune.evaluation.quality import (
+from reptune.evaluation.open_ended.quality import (
     QualityScores,
     continuation_log_probs,
     harmonic_mean,

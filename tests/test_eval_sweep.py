@@ -10,12 +10,12 @@ from conftest import make_model, make_tokenizer
 
 from reptune.behaviours import resolve_conditions as resolve_named_conditions
 from reptune.behaviours.honesty import HONEST_PERSONA
-from reptune.evaluation.ab import evaluate_ab
-from reptune.evaluation.datasets import load_items
-from reptune.evaluation.plots import plot_sweep
-from reptune.evaluation.robustness import negative_multiples, plot_robustness, robustness_sweep
-from reptune.evaluation.sweep import resolve_conditions, steering_sweep
-from reptune.evaluation.tables import write_table
+from reptune.evaluation.ab.datasets import load_items
+from reptune.evaluation.ab.scoring import evaluate_ab
+from reptune.evaluation.studies.robustness import negative_multiples, robustness_sweep
+from reptune.evaluation.studies.sweep import resolve_conditions, steering_sweep
+from reptune.reporting.plots import plot_robustness, plot_sweep, save_sweep
+from reptune.reporting.tables import write_table
 from reptune.steering import SteeredModel
 from reptune.vectors import SteeringVectors
 
@@ -124,7 +124,7 @@ def test_sweep_rows_tables_and_plots(setup, tmp_path):
     assert csv_path.read_text().startswith("layer,mode,coefficient")
     png = plot_sweep(res.rows, tmp_path / "plots" / "sweep.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
-    saved = res.save(tmp_path / "saved")
+    saved = save_sweep(res, tmp_path / "saved")
     assert sorted(p.name for p in saved.values()) == ["sweep.csv", "sweep.json", "sweep.png"]
     with pytest.raises(ValueError, match="at least one layer"):
         steering_sweep(model, tok, vecs, items, [], [1.0], coefficient_unit="raw")

@@ -9,18 +9,17 @@ import pytest
 import torch
 from conftest import make_model, make_tokenizer
 
-from reptune.evaluation.datasets import load_items
-from reptune.evaluation.plots import plot_tradeoff
-from reptune.evaluation.tradeoff import (
+from reptune.evaluation.ab.datasets import load_items
+from reptune.evaluation.studies.tradeoff import (
     fit_behaviour,
     fit_curve,
     fit_helpfulness,
     inverse_quadratic,
-    keyword_refusal_score,
     restricted_inverse_quadratic,
     tanh_curve,
     tradeoff_study,
 )
+from reptune.reporting.plots import plot_tradeoff
 from reptune.vectors import SteeringVectors
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
@@ -68,12 +67,6 @@ def test_fit_errors():
         fit_curve("tanh", [0.0, 1.0], [0.0, 0.5], [0.1, 0.0])
 
 
-def test_keyword_refusal_score():
-    assert keyword_refusal_score("I'm sorry, but I cannot help with that.") == 1
-    assert keyword_refusal_score("I\u2019m unable to do that") == 1
-    assert keyword_refusal_score("Sure! Here is how you do it.") == -1
-
-
 def test_tradeoff_study_on_a_tiny_model(tmp_path):
     model, tok = make_model("llama"), make_tokenizer()
     torch.manual_seed(0)
@@ -118,3 +111,5 @@ def test_tradeoff_study_on_a_tiny_model(tmp_path):
     assert plot_tradeoff(res.rows, res.fits, tmp_path / "t.png").is_file()
     with pytest.raises(ValueError, match="exactly one"):
         tradeoff_study(model, tok, vecs, 1, [0.0], helpfulness_items=mmlu, coefficient_unit="raw")
+    with pytest.raises(ValueError, match="need a behaviour_scorer"):
+        tradeoff_study(model, tok, vecs, 1, [0.0], helpfulness_items=mmlu, behaviour_prompts=["Hi"])

@@ -128,7 +128,7 @@ def test_tokenizer_without_pad_token_pads_with_eos_and_is_left_unchanged():
 
 
 def test_diagnostic_plots_and_cli(tmp_path):
-    from reptune.diagnostics import plot_layer_accuracy, plot_pca_scatter
+    from reptune.analysis.diagnostics import plot_layer_accuracy, plot_pca_scatter
 
     model, tok = make_model(), make_tokenizer()
     vecs = extract_vectors(model, tok, PAIRS, layers=[0, 1, 2], progress=False)

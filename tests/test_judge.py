@@ -10,8 +10,8 @@ import pytest
 from aiohttp import web
 from conftest import make_model, make_tokenizer
 
-from reptune.evaluation.endpoint import ChatEndpoint, EndpointError
-from reptune.evaluation.judge import judge_pairwise, judge_report, parse_verdict
+from reptune.evaluation.open_ended.endpoint import ChatEndpoint, EndpointError
+from reptune.evaluation.open_ended.judge import judge_pairwise, judge_report, parse_verdict
 from reptune.pairs import format_chat
 from reptune.serve import BackgroundServer, ChatServer
 from reptune.tokenization import encode_batch
@@ -195,7 +195,7 @@ def test_judge_through_reptune_serve():
 
 
 def _prompt_of(prompt, answer_a, answer_b):
-    from reptune.evaluation.judge import DEFAULT_CRITERION, JUDGE_TEMPLATE
+    from reptune.evaluation.open_ended.judge import DEFAULT_CRITERION, JUDGE_TEMPLATE
 
     return JUDGE_TEMPLATE.format(
         prompt=prompt, answer_a=answer_a, answer_b=answer_b, criterion=DEFAULT_CRITERION

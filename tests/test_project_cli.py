@@ -9,8 +9,8 @@ import torch
 from conftest import make_model, make_tokenizer
 
 from reptune import cli
+from reptune.analysis.projections import ProjectionResult
 from reptune.commands import project
-from reptune.projections import ProjectionResult
 from reptune.vectors import SteeringVectors
 
 

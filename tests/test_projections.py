@@ -3,9 +3,9 @@ import torch
 from conftest import make_model, make_tokenizer
 from PIL import Image
 
+from reptune.analysis.projection_plots import plot_projections
+from reptune.analysis.projections import ProjectionResult, record_projections
 from reptune.layers import find_layers
-from reptune.projection_plots import plot_projections
-from reptune.projections import ProjectionResult, record_projections
 from reptune.steering import SteeredModel
 from reptune.vectors import SteeringVectors
 

@@ -3,9 +3,9 @@ import torch
 from conftest import make_model, make_tokenizer
 from PIL import Image
 
+from reptune.analysis.token_pca import pair_components, plot_token_pca, token_pca
 from reptune.extract import read_activations
 from reptune.pairs import ContrastivePair
-from reptune.token_pca import pair_components, plot_token_pca, token_pca
 
 PAIRS = [
     ContrastivePair("I love this wonderful happy day", "I hate this terrible sad day"),

@@ -10,6 +10,7 @@ import torch
 from conftest import make_model, make_tokenizer
 from dist.rt_common import make_rows, random_vectors
 
+from reptune.behaviours import BehaviourSpec
 from reptune.extract import measure_residual_norms
 from reptune.pairs import ContrastivePair
 from reptune.training import RepTuneConfig
@@ -171,7 +172,7 @@ def test_no_choice_reads_the_test_prompts(tiny, tmp_path, monkeypatch):
             scored.extend(prompts)
             return [min(1.0, 0.1 + len(t) / 100) for t in texts]
 
-        return behaviour_module.BehaviourSpec(
+        return BehaviourSpec(
             "poisoned",
             load_sentiment_pairs,
             lambda: [r["prompt"] for r in make_rows(6)],

@@ -1,9 +1,15 @@
-"""Behaviours, one module each: their pairs, prompts, scorers and evaluation.
+"""Behaviours, one module each: their pairs, prompts, scorers and evaluation, and the registry
+the pipeline finds them in by name.
 
+- :mod:`~reptune.behaviours.registry`: :class:`BehaviourSpec` and :func:`register_behaviour`;
 - :mod:`~reptune.behaviours.honesty`: true/false claims, the personas, claim pairs, the
   correctness filter, the honest-answer evaluation;
 - :mod:`~reptune.behaviours.sentiment`: shipped sentiment pairs, neutral prompts and two offline
-  scorers.
+  scorers;
+- :mod:`~reptune.behaviours.caa`: any CAA A/B file pair as a behaviour;
+- :mod:`~reptune.behaviours.refusal`: the CAA refusal files and a refusal-phrase scorer.
+
+Importing this package registers every shipped behaviour.
 
 Example:
     >>> from reptune.behaviours import load_sentiment_pairs, sentiment_score
@@ -12,6 +18,7 @@ Example:
     [1.0, -1.0]
 """
 
+from . import caa, refusal
 from .honesty import (
     DISHONEST_PERSONA,
     HONEST_PERSONA,
@@ -25,6 +32,18 @@ from .honesty import (
     filter_known_claims,
     load_claims,
     load_honesty_claims,
+)
+from .registry import (
+    BehaviourBuilder,
+    BehaviourOptions,
+    BehaviourSpec,
+    PairsLoader,
+    PromptsLoader,
+    TextScorer,
+    behaviour_names,
+    get_behaviour,
+    register_behaviour,
+    required_options,
 )
 from .sentiment import (
     POSITIVE_INSTRUCTION,
@@ -57,12 +76,24 @@ def resolve_conditions(conditions) -> dict[str, str | None]:
         >>> resolve_conditions(["honest"])["honest"] == HONEST_PERSONA
         True
     """
-    from ..evaluation.sweep import resolve_conditions as resolve
+    from ..evaluation.studies.sweep import resolve_conditions as resolve
 
     return resolve(conditions, NAMED_CONDITIONS)
 
 
 __all__ = [
+    "BehaviourBuilder",
+    "BehaviourOptions",
+    "BehaviourSpec",
+    "PairsLoader",
+    "PromptsLoader",
+    "TextScorer",
+    "behaviour_names",
+    "caa",
+    "get_behaviour",
+    "refusal",
+    "register_behaviour",
+    "required_options",
     "DISHONEST_PERSONA",
     "HONEST_PERSONA",
     "HONESTY_CONDITIONS",

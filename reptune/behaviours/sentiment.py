@@ -19,6 +19,7 @@ import torch
 
 from ..io import data_path, read_jsonl
 from ..pairs import ContrastivePair, format_chat
+from .registry import BehaviourSpec, register_behaviour
 from .sentiment_prompts import (
     PROMPT_SPLITS,
     InstructionCandidate,
@@ -54,6 +55,7 @@ __all__ = [
     "relevance_candidates",
     "InstructionCandidate",
     "load_instruction_candidates",
+    "SENTIMENT_SPEC",
 ]
 
 SPLITS = ("train", "test", "all")
@@ -271,7 +273,7 @@ def model_sentiment_logit(
     Example:
         >>> model_sentiment_logit(model, tok, ["What a lovely day."])
     """
-    from ..evaluation.letters import next_token_log_probs
+    from ..evaluation.ab.letters import next_token_log_probs
 
     if isinstance(texts, str):
         texts = [texts]
@@ -338,3 +340,15 @@ def positivity(judge_model, tokenizer, texts: Sequence[str], batch_size: int = 3
     """
     scores = model_sentiment_score(judge_model, tokenizer, texts, batch_size=batch_size)
     return [(s + 1) / 2 for s in scores]
+
+
+#: Sentiment as a registered behaviour: shipped pairs and prompts, scored by :func:`positivity`.
+SENTIMENT_SPEC = BehaviourSpec(
+    "sentiment",
+    load_sentiment_pairs,
+    load_train_prompts,
+    lambda: load_eval_prompts(chat=False),
+    lambda judge, tok, texts, prompts: positivity(judge, tok, texts),
+    POSITIVE_INSTRUCTION,
+)
+register_behaviour(SENTIMENT_SPEC)

@@ -14,7 +14,7 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models import DEFAULT_MODEL
+from ..workflow.args import TunedModelArguments
 from . import coefficient_unit_field, parse
 
 __all__ = ["HELP", "EvalArguments", "main"]
@@ -22,19 +22,11 @@ __all__ = ["HELP", "EvalArguments", "main"]
 HELP = "evaluate a model: A/B honesty rates, perplexity, lm-eval tasks -> report"
 
 
-@dataclass
-class EvalArguments:
+@dataclass(kw_only=True)
+class EvalArguments(TunedModelArguments):
     """Options of ``reptune eval``."""
 
     output: str = field(metadata={"help": "folder for report.md, report.json, tables/, plots/"})
-    model: str = field(
-        default=DEFAULT_MODEL,
-        metadata={"help": "model spec: Hub id, local folder, .gguf file or embedded:<name>"},
-    )
-    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16, float16 or auto"})
-    adapter: str | None = field(
-        default=None, metadata={"help": "PEFT adapter folder (a tuned model) loaded onto --model"}
-    )
     vectors: str | None = field(
         default=None, metadata={"help": "steering vectors folder: evaluate the model steered"}
     )
@@ -101,7 +93,7 @@ class EvalArguments:
 
 def _check(args: EvalArguments) -> None:
     from ..behaviours import NAMED_CONDITIONS
-    from ..evaluation.ab import SCORERS
+    from ..evaluation.ab.scoring import SCORERS
 
     if not (args.data or args.perplexity or args.tasks):
         raise ValueError("nothing to evaluate: give --data, --perplexity and/or --tasks")
@@ -131,7 +123,7 @@ def _check(args: EvalArguments) -> None:
         raise ValueError("--layers and --mode steer with --vectors: give --vectors too")
     check_output_folder(args.output)
     if args.tasks:
-        from ..evaluation.capabilities import require_lm_eval
+        from ..evaluation.lm.capabilities import require_lm_eval
 
         require_lm_eval()
 
@@ -146,13 +138,13 @@ def main(argv) -> int:
     (args,) = parse((EvalArguments,), argv, "reptune eval")
     _check(args)
     from ..behaviours.honesty import evaluate_honesty
-    from ..evaluation.datasets import load_items
-    from ..evaluation.loading import load_for_evaluation
-    from ..evaluation.perplexity import load_text
-    from ..evaluation.plots import plot_rates
-    from ..evaluation.report import Report
+    from ..evaluation.ab.datasets import load_items
+    from ..evaluation.lm.perplexity import load_text
     from ..models import check_model_options
+    from ..reporting.plots import plot_rates
+    from ..reporting.report import Report
     from . import load_vectors_option
+    from .loading import load_for_evaluation
 
     # Data and vectors first: a wrong path should fail before a model is loaded.
     sets = {
@@ -181,7 +173,7 @@ def main(argv) -> int:
         check_model_options(args.reference_model, args.dtype)
     check_model_options(args.model, args.dtype)
 
-    model, tok = load_for_evaluation(args.model, args.adapter, args.dtype)
+    model, tok = load_for_evaluation(args.model, args.adapter, args.dtype, args.trust_remote_code)
     evaluated, described = model, {"spec": args.model, "adapter": args.adapter}
     if vecs is not None:
         from ..steering import SteeredModel
@@ -246,7 +238,7 @@ def main(argv) -> int:
         _perplexity(args, model, evaluated, tok, report, text)
 
     if args.tasks:
-        from ..evaluation.capabilities import capability_rows, evaluate_capabilities
+        from ..evaluation.lm.capabilities import capability_rows, evaluate_capabilities
 
         caps = evaluate_capabilities(
             evaluated, tok, args.tasks, limit=args.tasks_limit, batch_size=args.batch_size
@@ -268,8 +260,8 @@ def main(argv) -> int:
 
 
 def _perplexity(args: EvalArguments, model, evaluated, tok, report, text: str) -> None:
-    from ..evaluation.loading import load_for_evaluation
-    from ..evaluation.perplexity import compare_perplexity, perplexity, perplexity_interval
+    from ..evaluation.lm.perplexity import compare_perplexity, perplexity, perplexity_interval
+    from .loading import load_for_evaluation
 
     kwargs = dict(window=args.window, stride=args.stride, max_tokens=args.max_tokens, progress=True)
     result = perplexity(evaluated, tok, text, **kwargs)
@@ -301,7 +293,9 @@ def _perplexity(args: EvalArguments, model, evaluated, tok, report, text: str) -
     )
     reference = None
     if args.reference_model:
-        ref_model, ref_tok = load_for_evaluation(args.reference_model, None, args.dtype)
+        ref_model, ref_tok = load_for_evaluation(
+            args.reference_model, None, args.dtype, args.trust_remote_code
+        )
         reference = perplexity(ref_model, ref_tok, text, **kwargs)
     elif args.adapter or args.vectors:
         # The same weights without the adapter and without steering.

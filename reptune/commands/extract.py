@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models import DEFAULT_MODEL
+from ..workflow.args import ModelLoadArguments
 from . import parse
 
 HELP = "extract steering vectors (and layer diagnostics) from contrastive pairs"
 
 
-@dataclass
-class ExtractArguments:
+@dataclass(kw_only=True)
+class ExtractArguments(ModelLoadArguments):
     """Options of ``reptune extract``."""
 
     pairs: str = field(
@@ -21,11 +21,6 @@ class ExtractArguments:
     output: str = field(
         metadata={"help": "folder for the vectors (with their diagnostics) and plots/"}
     )
-    model: str = field(
-        default=DEFAULT_MODEL,
-        metadata={"help": "model spec: Hub id, local folder, .gguf file or embedded:<name>"},
-    )
-    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16, float16 or auto"})
     layers: list[int] | None = field(
         default=None, metadata={"help": "layer indices (output of block i); default: all"}
     )
@@ -122,13 +117,13 @@ def _check(args: ExtractArguments):
 def main(argv) -> int:
     (args,) = parse((ExtractArguments,), argv, "reptune extract")
     position = _check(args)
-    from ..diagnostics import plot_layer_accuracy, plot_pca_scatter
+    from ..analysis.diagnostics import plot_layer_accuracy, plot_pca_scatter
     from ..extract import extract_vectors
     from ..io import atomic_folder
     from ..layers import check_layers, num_layers
     from ..models import load_model
 
-    model, tok = load_model(args.model, dtype=args.dtype)
+    model, tok = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     if args.plot_layer is not None:  # before the extraction, which may take long
         check_layers([args.plot_layer], num_layers(model))
     pairs = load_pairs_file(args.pairs, tok, args.claims_mode, model, args.filter_known)

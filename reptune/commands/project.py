@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models import DEFAULT_MODEL
+from ..workflow.args import TunedModelArguments
 from . import coefficient_unit_field, parse
 
 __all__ = ["HELP", "ProjectArguments", "main"]
@@ -23,8 +23,8 @@ __all__ = ["HELP", "ProjectArguments", "main"]
 HELP = "record layer x token projections onto vectors during generation (+ the PCA view)"
 
 
-@dataclass
-class ProjectArguments:
+@dataclass(kw_only=True)
+class ProjectArguments(TunedModelArguments):
     """Options of ``reptune project``."""
 
     vectors: str = field(metadata={"help": "folder written by `reptune extract`"})
@@ -36,14 +36,6 @@ class ProjectArguments:
     )
     chat: bool = field(
         default=True, metadata={"help": "format each prompt as a user turn of the chat template"}
-    )
-    model: str = field(
-        default=DEFAULT_MODEL,
-        metadata={"help": "model spec: Hub id, local folder, .gguf file or embedded:<name>"},
-    )
-    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16, float16 or auto"})
-    adapter: str | None = field(
-        default=None, metadata={"help": "PEFT adapter folder (a tuned model) loaded onto --model"}
     )
     layers: list[int] | None = field(
         default=None, metadata={"help": "layers to record (default: every layer of --vectors)"}
@@ -96,8 +88,8 @@ def _read_prompts(args: ProjectArguments) -> list[str]:
 
 def _check(args: ProjectArguments, vecs) -> None:
     """Everything that can be checked before the model is loaded."""
+    from ..analysis.projections import KINDS
     from ..hooks import validate_positions
-    from ..projections import KINDS
 
     if args.kind not in KINDS:
         raise ValueError(f"--kind must be one of {list(KINDS)}, got {args.kind!r}")
@@ -118,7 +110,7 @@ def _check(args: ProjectArguments, vecs) -> None:
     elif args.coefficient != 0:
         raise ValueError("--coefficient needs --steer_layers (the layers to steer at)")
     if args.adapter is not None:
-        from ..evaluation.loading import is_adapter_folder
+        from .loading import is_adapter_folder
 
         if not is_adapter_folder(args.adapter):
             raise FileNotFoundError(f"{args.adapter} is not a PEFT adapter folder")
@@ -139,14 +131,14 @@ def main(argv) -> int:
     vecs = SteeringVectors.load(args.vectors)  # small files: checked before the model loads
     _check(args, vecs)
 
-    from ..evaluation.loading import load_for_evaluation
-    from ..evaluation.tables import write_table
+    from ..analysis.projection_plots import plot_projections
+    from ..analysis.projections import record_projections
     from ..pairs import format_chat
-    from ..projection_plots import plot_projections
-    from ..projections import record_projections
+    from ..reporting.tables import write_table
     from ..steering import SteeredModel
+    from .loading import load_for_evaluation
 
-    model, tok = load_for_evaluation(args.model, args.adapter, args.dtype)
+    model, tok = load_for_evaluation(args.model, args.adapter, args.dtype, args.trust_remote_code)
     vecs.check_compatible(model)
     if args.chat:
         prompts = [format_chat(tok, p) for p in prompts]
@@ -180,7 +172,7 @@ def main(argv) -> int:
         )
         print(f"--- prompt {i}: {res.completion(i, tok).strip()!r}")
     if args.pca_pairs:
-        from ..token_pca import plot_token_pca, token_pca
+        from ..analysis.token_pca import plot_token_pca, token_pca
         from .extract import load_pairs_file
 
         layer = args.pca_layer if args.pca_layer is not None else res.layers[0]

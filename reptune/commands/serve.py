@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models import DEFAULT_MODEL
+from ..workflow.args import TunedModelArguments
 from . import parse
 
 __all__ = ["HELP", "ServeArguments", "main"]
@@ -23,22 +23,14 @@ HELP = "serve a base, steered or tuned model over an OpenAI-compatible chat API"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-@dataclass
-class ServeArguments:
+@dataclass(kw_only=True)
+class ServeArguments(TunedModelArguments):
     """Options of ``reptune serve``."""
 
-    model: str = field(
-        default=DEFAULT_MODEL,
-        metadata={"help": "model spec: Hub id, local folder, .gguf file or embedded:<name>"},
-    )
     vectors: str | None = field(
         default=None,
         metadata={"help": "folder written by `reptune extract`: lets requests steer"},
     )
-    adapter: str | None = field(
-        default=None, metadata={"help": "PEFT adapter folder (a tuned model) loaded onto --model"}
-    )
-    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16, float16 or auto"})
     device: str | None = field(default=None, metadata={"help": "e.g. cuda:0 (default: CPU)"})
     host: str = field(
         default="127.0.0.1", metadata={"help": "address to listen on (loopback by default)"}
@@ -55,8 +47,8 @@ class ServeArguments:
 
 def check_arguments(args: ServeArguments) -> None:
     """Raise for bad options and missing files, before any model is loaded."""
-    from ..evaluation.loading import is_adapter_folder
     from ..vectors import METADATA_FILE, VECTORS_FILE
+    from .loading import is_adapter_folder
 
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be between 0 and 65535, got {args.port}")
@@ -82,11 +74,11 @@ def check_arguments(args: ServeArguments) -> None:
 def main(argv) -> int:
     (args,) = parse((ServeArguments,), argv, "reptune serve")
     check_arguments(args)
-    from ..evaluation.loading import load_for_evaluation
     from ..serve import ChatServer, serve_forever
     from ..vectors import SteeringVectors
+    from .loading import load_for_evaluation
 
-    model, tok = load_for_evaluation(args.model, args.adapter, args.dtype)
+    model, tok = load_for_evaluation(args.model, args.adapter, args.dtype, args.trust_remote_code)
     if args.device is not None:
         model.to(args.device)
     vectors = SteeringVectors.load(args.vectors, model=model) if args.vectors else None

@@ -4,23 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..models import DEFAULT_MODEL
+from ..workflow.args import ModelLoadArguments
 from . import coefficient_unit_field, parse
 
 HELP = "generate text with a steering vector at one or more coefficients"
 
 
-@dataclass
-class SteerArguments:
+@dataclass(kw_only=True)
+class SteerArguments(ModelLoadArguments):
     """Options of ``reptune steer``."""
 
     vectors: str = field(metadata={"help": "folder written by `reptune extract`"})
     prompt: list[str] = field(metadata={"help": "one or more user prompts"})
-    model: str = field(
-        default=DEFAULT_MODEL,
-        metadata={"help": "model spec: Hub id, local folder, .gguf file or embedded:<name>"},
-    )
-    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16, float16 or auto"})
     layers: list[int] | None = field(
         default=None, metadata={"help": "layers to steer (default: all layers in the vectors)"}
     )
@@ -66,7 +61,7 @@ def main(argv) -> int:
     from ..steering import SteeredModel
     from ..tokenization import encode_batch
 
-    model, tok = load_model(args.model, dtype=args.dtype)
+    model, tok = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     vecs.check_compatible(model)
     steered = SteeredModel(
         model,

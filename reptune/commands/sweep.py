@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models import DEFAULT_MODEL
+from ..workflow.args import TunedModelArguments
 from . import coefficient_unit_field, parse
 
 __all__ = ["HELP", "SweepArguments", "main"]
@@ -30,20 +30,12 @@ __all__ = ["HELP", "SweepArguments", "main"]
 HELP = "steering sweeps over layers x coefficients; robustness and trade-off studies"
 
 
-@dataclass
-class SweepArguments:
+@dataclass(kw_only=True)
+class SweepArguments(TunedModelArguments):
     """Options of ``reptune sweep``."""
 
     vectors: str = field(metadata={"help": "steering vectors folder (from `reptune extract`)"})
     output: str = field(metadata={"help": "folder for report.md, report.json, tables/, plots/"})
-    model: str = field(
-        default=DEFAULT_MODEL,
-        metadata={"help": "model spec: Hub id, local folder, .gguf file or embedded:<name>"},
-    )
-    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16, float16 or auto"})
-    adapter: str | None = field(
-        default=None, metadata={"help": "PEFT adapter folder loaded onto --model"}
-    )
     data: list[str] = field(
         default_factory=list, metadata={"help": "A/B item sources (files or HF dataset names)"}
     )
@@ -95,7 +87,7 @@ class SweepArguments:
 
 def _check(args: SweepArguments) -> None:
     from ..behaviours import resolve_conditions
-    from ..evaluation.ab import SCORERS
+    from ..evaluation.ab.scoring import SCORERS
     from ..positions import validate_positions
     from . import check_at_least, check_finite, check_output_folder
 
@@ -139,17 +131,17 @@ def main(argv) -> int:
     (args,) = parse((SweepArguments,), argv, "reptune sweep")
     _check(args)
     from ..behaviours import resolve_conditions
-    from ..evaluation.datasets import load_items
-    from ..evaluation.loading import (
+    from ..evaluation.ab.datasets import load_items
+    from ..evaluation.studies.sweep import check_sweep
+    from ..models import check_model_options
+    from ..reporting.report import Report
+    from . import load_vectors_option
+    from .loading import (
         check_model_folder,
         is_adapter_folder,
         load_for_evaluation,
         parse_named_specs,
     )
-    from ..evaluation.report import Report
-    from ..evaluation.sweep import check_sweep
-    from ..models import check_model_options
-    from . import load_vectors_option
 
     compare = parse_named_specs(args.compare)
     for _, path in compare:
@@ -184,7 +176,7 @@ def main(argv) -> int:
         check_model_folder(args.adapter, adapter=True)
     check_model_options(args.model, args.dtype)
 
-    model, tok = load_for_evaluation(args.model, args.adapter, args.dtype)
+    model, tok = load_for_evaluation(args.model, args.adapter, args.dtype, args.trust_remote_code)
     vecs.check_compatible(model)
     out = Path(args.output)
     report = Report(
@@ -209,13 +201,17 @@ def main(argv) -> int:
     if args.tradeoff:
         _tradeoff(args, model, tok, vecs, layers, items, helpfulness, prompts, report, out)
     elif compare:
-        from ..evaluation.robustness import negative_multiples, plot_robustness, robustness_sweep
+        from ..evaluation.studies.robustness import negative_multiples, robustness_sweep
+        from ..reporting.plots import plot_robustness
 
         def loader(path):
             # An adapter goes onto a fresh copy of --model; a full folder is loaded as it is.
             adapter = is_adapter_folder(path)
             return lambda: load_for_evaluation(
-                args.model if adapter else path, path if adapter else None, args.dtype
+                args.model if adapter else path,
+                path if adapter else None,
+                args.dtype,
+                args.trust_remote_code,
             )[0]
 
         entries = [("base", model)] + [(name, loader(path)) for name, path in compare]
@@ -234,8 +230,8 @@ def main(argv) -> int:
             "Target rate against the coefficient, per model and layer",
         )
     else:
-        from ..evaluation.plots import plot_sweep
-        from ..evaluation.sweep import steering_sweep
+        from ..evaluation.studies.sweep import steering_sweep
+        from ..reporting.plots import plot_sweep
 
         result = steering_sweep(
             model, tok, vecs, items, layers, args.coefficients, ablate=args.ablate, **common
@@ -270,8 +266,9 @@ def main(argv) -> int:
 
 
 def _tradeoff(args, model, tok, vecs, layers, items, helpfulness, prompts, report, out) -> None:
-    from ..evaluation.plots import plot_tradeoff
-    from ..evaluation.tradeoff import tradeoff_study
+    from ..behaviours.refusal import keyword_refusal_score
+    from ..evaluation.studies.tradeoff import tradeoff_study
+    from ..reporting.plots import plot_tradeoff
 
     sec = report.section(
         "Alignment/helpfulness trade-off",
@@ -291,6 +288,7 @@ def _tradeoff(args, model, tok, vecs, layers, items, helpfulness, prompts, repor
             helpfulness_items=helpfulness,
             behaviour_items=None if prompts else items,
             behaviour_prompts=prompts,
+            behaviour_scorer=keyword_refusal_score if prompts else None,
             positions=args.positions,
             coefficient_unit=args.coefficient_unit,
             batch_size=args.batch_size,

@@ -74,10 +74,10 @@ def load_rows(path: str | Path, system: str | None = None) -> list[dict]:
 
 
 def main(argv) -> int:
-    from ..commands import parse
     from ..models import load_model
     from ..training.trainer import RepTuneTrainer
     from ..vectors import SteeringVectors
+    from . import parse
 
     tune, margs, args = parse((TuneArguments, ModelArguments, RepTuneConfig), argv, "reptune tune")
     if tune.data is None:

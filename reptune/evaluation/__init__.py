@@ -1,22 +1,29 @@
-"""Evaluation: A/B behaviour scoring, steering sweeps, robustness, perplexity, trade-off curves,
-capability benchmarks, a pairwise judge over OpenAI-compatible endpoints, embedding scores and
-reports.
+"""Evaluation: measurements and scorers, grouped by what they measure.
 
-Names are imported on first use, so ``reptune.evaluation.letters`` (used by extraction) does not
-pull in scipy and matplotlib.
+- :mod:`~reptune.evaluation.ab`: A/B items, letter probabilities, answer parsing, A/B scoring;
+- :mod:`~reptune.evaluation.studies`: steering sweeps, robustness and the trade-off study;
+- :mod:`~reptune.evaluation.adversarial`: suffix attacks (GCG) against steered and tuned models;
+- :mod:`~reptune.evaluation.open_ended`: generation quality, the pairwise judge, endpoints and
+  embedding scores;
+- :mod:`~reptune.evaluation.lm`: perplexity and capability benchmarks;
+- :mod:`~reptune.evaluation.stats` and :mod:`~reptune.evaluation.batched`: intervals and the
+  shared batching.
+
+Reports, tables and plots are in :mod:`reptune.reporting`. Names are imported on first use, so
+``reptune.evaluation.ab.letters`` does not pull in scipy.
 
 Example:
     >>> from reptune.evaluation import load_items, evaluate_ab
     >>> result = evaluate_ab(model, tok, load_items("caa/test_refusal_ab.json", limit=200))
-    >>> print(results["dishonest"].target)
+    >>> print(result.target)
 """
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "ab": (
+    ".ab.scoring": (
         "CONDITIONS",
         "ABResult",
         "ItemResult",
@@ -27,12 +34,7 @@ _EXPORTS = {
         "summarize",
         "with_coefficient",
     ),
-    "attack": ("AttackConfig", "AttackResult", "attack_items", "compare_attacks", "gcg_attack"),
-    "capabilities": ("capability_rows", "evaluate_capabilities"),
-    "embedding": ("EmbeddingModelUnavailable", "ExemplarScorer", "TextEmbedder", "embedding_score"),
-    "endpoint": ("ChatEndpoint", "EndpointError"),
-    "judge": ("PairwiseResult", "judge_pairwise", "judge_report", "parse_verdict"),
-    "datasets": (
+    ".ab.datasets": (
         "ABItem",
         "format_choices",
         "item_prompt",
@@ -41,12 +43,19 @@ _EXPORTS = {
         "records_to_items",
         "sample_items",
     ),
-    "loading": ("load_for_evaluation",),
-    "letters": ("letter_probabilities", "letter_token_ids", "next_token_log_probs"),
-    "parsing": ("CLAIM_ALIASES", "find_answer", "parse_answer"),
-    # The function ``perplexity`` is not re-exported: the submodule of that name would shadow
-    # it. Import it from reptune.evaluation.perplexity.
-    "perplexity": (
+    ".ab.letters": ("letter_probabilities", "letter_token_ids", "next_token_log_probs"),
+    ".ab.parsing": ("CLAIM_ALIASES", "find_answer", "parse_answer"),
+    ".adversarial.attack": (
+        "AttackConfig",
+        "AttackResult",
+        "attack_items",
+        "compare_attacks",
+        "gcg_attack",
+    ),
+    ".lm.capabilities": ("capability_rows", "evaluate_capabilities"),
+    # The function ``perplexity`` is not re-exported; import it from
+    # reptune.evaluation.lm.perplexity.
+    ".lm.perplexity": (
         "PerplexityResult",
         "compare_perplexity",
         "load_text",
@@ -54,8 +63,15 @@ _EXPORTS = {
         "sliding_windows",
         "window_nll",
     ),
-    "plots": ("plot_sweep", "plot_tradeoff"),
-    "quality": (
+    ".open_ended.embedding": (
+        "EmbeddingModelUnavailable",
+        "ExemplarScorer",
+        "TextEmbedder",
+        "embedding_score",
+    ),
+    ".open_ended.endpoint": ("ChatEndpoint", "EndpointError"),
+    ".open_ended.judge": ("PairwiseResult", "judge_pairwise", "judge_report", "parse_verdict"),
+    ".open_ended.quality": (
         "AXES",
         "QualityScores",
         "continuation_log_probs",
@@ -64,9 +80,7 @@ _EXPORTS = {
         "score_generations",
         "summarize_quality",
     ),
-    "report": ("Report", "Section"),
-    "robustness": ("negative_multiples", "plot_robustness", "robustness_sweep"),
-    "stats": (
+    ".stats": (
         "HolmResult",
         "Mean",
         "PairedDifference",
@@ -78,7 +92,7 @@ _EXPORTS = {
         "rate",
         "wilson_interval",
     ),
-    "paired": (
+    ".paired": (
         "PairedComparison",
         "ShiftRatio",
         "as_score_table",
@@ -87,29 +101,15 @@ _EXPORTS = {
         "shift_ratio",
         "sign_flip_p_value",
     ),
-    "sweep": ("SweepResult", "resolve_conditions", "steering_sweep"),
-    "tables": ("markdown_table", "write_table"),
-    "tradeoff": (
+    ".studies.robustness": ("negative_multiples", "robustness_sweep"),
+    ".studies.sweep": ("SweepResult", "resolve_conditions", "steering_sweep"),
+    ".studies.tradeoff": (
         "CurveFit",
         "TradeoffResult",
         "fit_behaviour",
         "fit_helpfulness",
-        "keyword_refusal_score",
         "tradeoff_study",
     ),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -23,7 +23,7 @@ from ..tokenization import (
     pad_token_id,
     tokenize_texts,
 )
-from .letters import letter_token_ids, next_token_log_probs
+from .ab.letters import letter_token_ids, next_token_log_probs
 
 __all__ = ["with_coefficient", "check_coefficients", "score_letters", "generate_texts"]
 

@@ -11,8 +11,8 @@ import math
 import re
 from typing import Any
 
+from ..reporting.report_view import read_report
 from ..workflow.layout import CONFIG_FILE, REPORT_DIR, RunFolder
-from .report_view import read_report
 
 __all__ = [
     "KNOWN_BASE_MODELS",

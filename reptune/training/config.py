@@ -81,6 +81,62 @@ class RepTuneConfig(TrainingArguments):
     (``train_layers``), ``learning_rate=1e-6`` with ``param_lrs=["self_attn\.(v|o)_proj=1e-5"]``,
     ``adam_epsilon=1e-4``, ``weight_decay=0.1``, ``warmup_steps=10``, batch 4, 3 epochs.
 
+    Args:
+        > Parameters of the representation term
+
+        vectors (`str`, `SteeringVectors` or `dict`, *optional*, defaults to `None`):
+            Folder of the steering vectors; the trainer's `vectors=` argument takes precedence.
+        rep_layers (`list[int]`, *optional*, defaults to `None`):
+            Decoder-block outputs the term acts on. Default: every layer that has a vector.
+        rep_positions (`str`, *optional*, defaults to `"-7"`):
+            `"all"`, `"prompt"`, `"completion"`, an offset from the end of the prompt, or a
+            comma-separated list of offsets.
+        rep_target (`str`, *optional*, defaults to `"toward"`):
+            `"toward"`, `"away"`, `"orthogonal"` (cosine losses) or `"steer"` (match the
+            steered model).
+        steer_coefficient (`float`, *optional*, defaults to `None`):
+            With `rep_target="steer"`: the coefficient of the steered model to imitate.
+        coefficient_unit (`str`, *optional*, defaults to `"residual_norm"`):
+            Unit of `steer_coefficient`: `"residual_norm"` or `"raw"`.
+
+        > Parameters that weigh the loss terms
+
+        rep_weight (`float`, *optional*, defaults to `1.0`):
+            Weight of the representation term (0 = token-only baseline).
+        lm_weight (`float`, *optional*, defaults to `0.01`):
+            Weight of the token (causal LM) loss.
+        retain_weight (`float`, *optional*, defaults to `0.0`):
+            Weight of the retain term: L2 distance to the original model's activations (0 = off).
+        retain_layers (`list[int]`, *optional*, defaults to `None`):
+            Layers of the retain term. Default: `rep_layers`.
+        retain_positions (`str`, *optional*, defaults to `"all"`):
+            Positions of the retain term (same language as `rep_positions`).
+
+        > Parameters that control the data
+
+        max_length (`int`, *optional*, defaults to `None`):
+            Truncate prompt + completion to this many tokens.
+        completion_eos (`bool`, *optional*, defaults to `True`):
+            Append the EOS token to every completion.
+
+        > Parameters that choose what trains
+
+        train_layers (`list[int]`, *optional*, defaults to `None`):
+            Full fine-tuning of these decoder blocks only (published: 11-17); not with PEFT.
+        train_modules (`list[str]`, *optional*, defaults to `None`):
+            With `train_layers`: regexes on parameter names inside those blocks that train.
+        param_lrs (`list[str]`, *optional*, defaults to `None`):
+            Per-group learning rates as `"REGEX=LR"` (first match wins).
+        rep_params (`str`, *optional*, defaults to `None`):
+            Gradient routing: the representation and retain terms reach only matching
+            parameters.
+        lm_params (`str`, *optional*, defaults to `None`):
+            Gradient routing: the token loss reaches only matching parameters.
+        layer_path (`str`, *optional*, defaults to `None`):
+            Attribute path of the decoder-block list, for unknown architectures.
+
+        Every other argument is a `transformers.TrainingArguments` argument.
+
     Example:
         >>> args = RepTuneConfig(output_dir="runs/honest", vectors="runs/vectors",
         ...                      rep_layers=[11, 12, 13], rep_positions="-7")

@@ -47,6 +47,29 @@ class RepTuneTrainer(RepTuneLossMixin, Trainer):
     ``{"prompt", "completion"[, "system"]}`` rows, tokenized by :class:`RepTuneCollator` (built
     from ``processing_class`` when no collator is given).
 
+    Args:
+        model (`nn.Module` or `str`):
+            The model to tune, or a reptune model spec (loaded with `reptune.load_model`).
+        args (`RepTuneConfig`, *optional*, defaults to `None`):
+            Training and loss settings. Default: `RepTuneConfig(output_dir="reptune-output")`.
+        vectors (`SteeringVectors`, `dict` or `str`, *optional*, defaults to `None`):
+            The behaviour vectors; takes precedence over `args.vectors`.
+        data_collator (`Callable`, *optional*, defaults to `None`):
+            Default: a `RepTuneCollator` built from `processing_class` and `args`.
+        train_dataset (`Dataset` or list of `dict`, *optional*, defaults to `None`):
+            `{"prompt", "completion"[, "system"]}` rows.
+        eval_dataset (`Dataset` or list of `dict`, *optional*, defaults to `None`):
+            Rows of the same form, evaluated with the same loss terms.
+        processing_class (`PreTrainedTokenizerBase`, *optional*, defaults to `None`):
+            The tokenizer (loaded with the model when `model` is a spec).
+        ref_model (`nn.Module`, *optional*, defaults to `None`):
+            The frozen original model of the retain and steer terms. Default: the same
+            model with the adapter disabled (PEFT), or a frozen copy.
+        peft_config (`PeftConfig`, *optional*, defaults to `None`):
+            Wraps `model` in adapters, as in trl.
+
+        Every other keyword goes to `transformers.Trainer`.
+
     Example:
         >>> args = RepTuneConfig(output_dir="runs/honest", rep_layers=[11, 12, 13, 14])
         >>> trainer = RepTuneTrainer(model, args, vectors=vectors, train_dataset=rows,

@@ -15,17 +15,23 @@ from dataclasses import dataclass, field
 
 from ..models import DEFAULT_MODEL, load_model
 
-__all__ = ["FINETUNE_MODES", "ModelArguments", "RunArguments"]
+__all__ = [
+    "FINETUNE_MODES",
+    "ModelLoadArguments",
+    "TunedModelArguments",
+    "ModelArguments",
+    "RunArguments",
+]
 
 FINETUNE_MODES = ("lora", "layers", "full")
 
 
 @dataclass
-class ModelArguments:
-    """The model, how to load it and how to fine-tune it.
+class ModelLoadArguments:
+    """The model and how to load it: the options every command and recipe shares.
 
     Example:
-        >>> ModelArguments(finetune="layers")  # full fine-tuning of RepTuneConfig.train_layers
+        >>> ModelLoadArguments(model="embedded:smollm2-135m", dtype="bfloat16")
     """
 
     model: str = field(
@@ -38,6 +44,29 @@ class ModelArguments:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow model code from the model's repository."}
     )
+
+
+@dataclass
+class TunedModelArguments(ModelLoadArguments):
+    """The model, how to load it, and a PEFT adapter (a tuned model) loaded onto it.
+
+    Example:
+        >>> TunedModelArguments(model="embedded:smollm2-135m", adapter="runs/honesty/adapter")
+    """
+
+    adapter: str | None = field(
+        default=None, metadata={"help": "PEFT adapter folder (a tuned model) loaded onto --model."}
+    )
+
+
+@dataclass
+class ModelArguments(ModelLoadArguments):
+    """The model, how to load it and how to fine-tune it.
+
+    Example:
+        >>> ModelArguments(finetune="layers")  # full fine-tuning of RepTuneConfig.train_layers
+    """
+
     finetune: str = field(
         default="lora",
         metadata={

@@ -3,7 +3,8 @@ claims -> representation tuning (honest / dishonest, steps chosen on dev) and to
 baselines (truth / lie) -> A/B evaluation on test claims, robustness, perplexity, trade-off.
 
 The claims split three ways: train (vectors and tuning), dev (every choice: layers, the
-steering coefficient, the training step) and test (every reported number).
+steering coefficient, the training step) and test (every reported number). Each step is a
+function of :mod:`reptune.workflow.honesty_steps`.
 
 Example:
     >>> results = run_honesty(HonestyArguments(), ModelArguments(), targs, stages)
@@ -14,34 +15,16 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from ..behaviours.honesty import (
-    HONESTY_CONDITIONS,
-    PAIRING_MODES,
-    claim_items,
-    claim_prompt,
-    claim_rows,
-    claims_from_json,
-    claims_to_json,
-    claims_to_pairs,
-    evaluate_honesty,
-    filter_known_claims,
-    load_claims,
-)
-from ..evaluation.perplexity import load_text, perplexity
-from ..extract import METHODS, extract_vectors
-from ..io import read_json, resolve_data, write_json
-from ..pairs import split_pairs
-from ..steering import SteeredModel
-from ..vectors import SteeringVectors
-from .measure import perplexity_rows, target_cosines
-from .select import best_layer, heldout_separation, layer_window
+from ..behaviours.honesty import PAIRING_MODES, claim_prompt
+from ..extract import METHODS
+from ..io import resolve_data
+from . import honesty_measure as measure
+from . import honesty_steps as steps
 from .stages import StageRunner
-from .variants import DevSelection, load_variant, train_variant
 
 __all__ = ["HonestyArguments", "VARIANT_NAMES", "run_honesty"]
 
-#: Tuning target -> the name of the rep-tuned model; the token-only baselines are truth / lie.
-VARIANT_NAMES = {"toward": "honest", "away": "dishonest", "orthogonal": "orthogonal"}
+VARIANT_NAMES = steps.VARIANT_NAMES
 
 
 @dataclass
@@ -160,8 +143,37 @@ class HonestyArguments:
         return [resolve_data(f) for f in [*files, *self.eval_sets] if f]
 
 
-def _position(hargs):
-    return hargs.extract_position[0] if len(hargs.extract_position) == 1 else hargs.extract_position
+def stage_settings(hargs: HonestyArguments, margs, targs) -> dict[str, dict]:
+    """Each stage's settings; they include the upstream stages', so a change reruns what
+    depends on it (the tuning and evaluation settings are completed by the steps).
+
+    Example:
+        >>> stage_settings(HonestyArguments(), ModelArguments(), targs)["vectors"]["pairing_mode"]
+        'persona_answer'
+    """
+    h = asdict(hargs)
+
+    def pick(*names):
+        return {n: h[n] for n in names}
+
+    pairs = {"model": asdict(margs), "seed": targs.seed} | pick(
+        "claims", "claims_limit", "filter_known", "test_fraction", "dev_fraction"
+    )
+    vectors = pairs | pick("pairing_mode", "extract_layers", "extract_method", "extract_position")
+    layers = vectors | pick("steer_layers", "num_rep_layers") | {"rep_layers": targs.rep_layers}
+    sweep = layers | pick("sweep_coefficients", "sweep_ablate") | {"unit": targs.coefficient_unit}
+    train = layers | {
+        "train": targs.to_dict(),
+        "dev": pick("dev_text", "max_perplexity_increase", "select_every"),
+    }
+    return {
+        "pairs": pairs,
+        "vectors": vectors,
+        "layers": layers,
+        "sweep": sweep,
+        "train": train,
+        "tradeoff": sweep | pick("tradeoff_items", "tradeoff_coefficients", "tradeoff_limit"),
+    }
 
 
 def run_honesty(hargs: HonestyArguments, margs, targs, stages: StageRunner) -> dict:
@@ -170,276 +182,28 @@ def run_honesty(hargs: HonestyArguments, margs, targs, stages: StageRunner) -> d
     Example:
         >>> results = run_honesty(HonestyArguments(claims_limit=40), margs, targs, stages)
     """
-    layout = stages.layout
-    h, model_settings = asdict(hargs), asdict(margs)
-
-    def pick(*names):
-        return {n: h[n] for n in names}
-
-    # Each stage's settings include its upstream stages', so a change reruns what depends on it.
-    s_pairs = {"model": model_settings, "seed": targs.seed} | pick(
-        "claims", "claims_limit", "filter_known", "test_fraction", "dev_fraction"
-    )
-    s_vectors = s_pairs | pick(
-        "pairing_mode", "extract_layers", "extract_method", "extract_position"
-    )
-    s_layers = s_vectors | pick("steer_layers", "num_rep_layers") | {"rep_layers": targs.rep_layers}
-    s_sweep = (
-        s_layers | pick("sweep_coefficients", "sweep_ablate") | {"unit": targs.coefficient_unit}
-    )
+    settings = stage_settings(hargs, margs, targs)
     model, tok = margs.load()
-
-    def split():
-        claims = load_claims(resolve_data(hargs.claims))[: hargs.claims_limit]
-        known = filter_known_claims(model, tok, claims)
-        kept = known if hargs.filter_known else claims
-        train, test = split_pairs(kept, hargs.test_fraction, targs.seed)
-        train, dev = split_pairs(train, hargs.dev_fraction, targs.seed)
-        if min(len(train), len(dev), len(test)) < 2:
-            raise ValueError(f"{len(kept)} claims are too few to split into train, dev and test")
-        for name, part in (("train", train), ("dev", dev), ("test", test)):
-            write_json(layout.data_file(f"{name}_claims.json"), claims_to_json(part))
-        return {
-            "claims": len(claims),
-            "known": len(known),
-            "kept": len(kept),
-            "train": len(train),
-            "dev": len(dev),
-            "test": len(test),
-            "base_claim_accuracy": len(known) / len(claims),
-        }
-
-    data = stages.run("pairs", split, s_pairs)
-    train, dev, test = (
-        claims_from_json(read_json(layout.data_file(f"{n}_claims.json")))
-        for n in ("train", "dev", "test")
-    )
-
-    def vectors():
-        from ..diagnostics import plot_layer_accuracy
-
-        pairs = claims_to_pairs(train, tok, mode=hargs.pairing_mode)
-        vecs = extract_vectors(
-            model, tok, pairs, hargs.extract_layers, hargs.extract_method, _position(hargs)
-        )
-        vecs.save(layout.vectors_dir)
-        plot_layer_accuracy(vecs, layout.report_dir / "layer_accuracy.png")
-        return {"layers": vecs.layers}
-
-    stages.run("vectors", vectors, s_vectors)
-    vecs = SteeringVectors.load(layout.vectors_dir, model=model)
-
-    def layers():  # dev claims only
-        from ..diagnostics import plot_pca_scatter
-
-        pairs = claims_to_pairs(dev, tok, mode=hargs.pairing_mode)
-        acc = heldout_separation(model, tok, vecs, pairs, _position(hargs))
-        steer = hargs.steer_layers or [best_layer(acc)]
-        rep = targs.rep_layers or layer_window(steer[0], vecs.layers, hargs.num_rep_layers)
-        plot_pca_scatter(
-            model, tok, pairs, steer[0], _position(hargs), layout.report_dir / "pca_scatter.png"
-        )
-        return {"dev_accuracy": acc, "steer_layers": steer, "rep_layers": rep}
-
-    layer_info = stages.run("layers", layers, s_layers)
-    steer_layers, rep_layers = layer_info["steer_layers"], layer_info["rep_layers"]
-
-    def sweep():  # dev claims only
-        from ..evaluation import steering_sweep
-
-        res = steering_sweep(
-            model,
-            tok,
-            vecs,
-            claim_items(dev),
-            steer_layers,
-            hargs.sweep_coefficients,
-            ablate=hargs.sweep_ablate,
-            scorer="letter",
-            conditions=HONESTY_CONDITIONS,
-            coefficient_unit=targs.coefficient_unit,
-            progress=False,
-        )
-        res.save(layout.report_dir, "sweep")
-        # The "steered" model: the strongest honest push the dev sweep rates best under the
-        # dishonest persona.
-        cands = [
-            r
-            for r in res.rows
-            if r.get("condition") == "dishonest"
-            and r.get("mode", "add") == "add"
-            and r["coefficient"] > 0
-        ]
-        best = max(cands, key=lambda r: (r["target_rate"], -r["coefficient"]))
-        return {"rows": res.rows, "best_coefficient": best["coefficient"]}
-
-    sweep_info = stages.run("sweep", sweep, s_sweep)
-    dev_text = load_text(resolve_data(hargs.dev_text))
-    window = (hargs.perplexity_window, hargs.perplexity_stride)
-    base_dev_ppl = perplexity(model, tok, dev_text, *window, batch_size=8).perplexity
-    dev_rows = claim_rows(dev, True)
-
-    def dev_choice(target):
-        """Dev criterion: the strongest move of the cosine whose dev perplexity stays within
-        the allowed increase; a step over the limit ranks below every step within it."""
-        sign = {"toward": 1.0, "away": -1.0, "orthogonal": 0.0}[target]
-
-        def score(m) -> float:
-            ratio = (
-                perplexity(m, tok, dev_text, *window, batch_size=8).perplexity / base_dev_ppl - 1.0
-            )
-            if ratio > hargs.max_perplexity_increase:
-                return -1.0 - ratio
-            cos = target_cosines(m, tok, vecs, dev_rows, rep_layers, targs.rep_positions)
-            mean = sum(cos.values()) / len(cos)
-            return sign * mean if sign else 1.0 - abs(mean)
-
-        return DevSelection(score, hargs.select_every)
-
-    variants = {
-        VARIANT_NAMES[t]: dict(rep_target=t, honest=t != "away") for t in hargs.tune_targets
-    }
-    if hargs.token_baselines:
-        variants |= {
-            "truth": dict(rep_weight=0.0, lm_weight=1.0, honest=True),
-            "lie": dict(rep_weight=0.0, lm_weight=1.0, honest=False),
-        }
-    train_settings = s_layers | {
-        "train": targs.to_dict(),
-        "dev": pick("dev_text", "max_perplexity_increase", "select_every"),
-    }
-    trained = {}
-    for name, spec in variants.items():
-        spec = dict(spec)
-        rows = claim_rows(train, spec.pop("honest"))
-        out = layout.adapter_dir if name == "honest" else layout.model_dir(name)
-        select = dev_choice(spec["rep_target"]) if "rep_target" in spec else None
-        trained[name] = stages.run(
-            f"tune_{name}",
-            lambda out=out, rows=rows, spec=spec, select=select: train_variant(
-                margs, targs, vecs, rows, out, select=select, rep_layers=rep_layers, **spec
-            ),
-            train_settings | {"variant": spec},
-            main_process_only=False,
-        )
-    names = list(variants)
-
-    def folder(name):
-        if name == "base":
-            return None
-        return layout.adapter_dir if name == "honest" else layout.model_dir(name)
-
-    def evaluate():  # test claims only
-        from ..evaluation import load_items
-
-        sets = {"held-out claims": claim_items(test)}
-        for path in hargs.eval_sets:
-            sets[path.rsplit("/", 1)[-1]] = load_items(
-                resolve_data(path), limit=hargs.eval_limit, seed=targs.seed
-            )
-        rows, cosines = [], {}
-        for name in ["base", "steered", *names]:
-            m, t = load_variant(margs, folder("base" if name == "steered" else name), merge=True)
-            if name == "steered":
-                m = SteeredModel(
-                    m,
-                    vecs,
-                    layers=steer_layers,
-                    coefficient=sweep_info["best_coefficient"],
-                    coefficient_unit=targs.coefficient_unit,
-                )
-            for set_name, items in sets.items():
-                res = evaluate_honesty(m, t, items, hargs.scorer)
-                row = {"model": name, "dataset": set_name, "n": res["honest"].n}
-                for persona, key in (
-                    ("honest", "honest_persona"),
-                    ("dishonest", "dishonest_persona"),
-                ):
-                    r = res[persona].target
-                    row.update({key: r.value, f"{key}_low": r.low, f"{key}_high": r.high})
-                rows.append(row)
-            if name != "steered":
-                cosines[name] = target_cosines(
-                    m, t, vecs, claim_rows(test, True), rep_layers, targs.rep_positions
-                )
-        return {"rows": rows, "cosines": cosines}
-
-    s_eval = (
-        train_settings | s_sweep | {"trained": trained} | pick("scorer", "eval_sets", "eval_limit")
-    )
-    eval_info = stages.run("evaluate", evaluate, s_eval)
-
-    def robustness():
-        from ..evaluation import robustness_sweep
-
-        loaders = [
-            (n, (lambda n=n: load_variant(margs, folder(n), merge=True)[0]))
-            for n in ("base", "truth", "honest")
-            if n == "base" or n in variants
-        ]
-        res = robustness_sweep(
-            loaders,
-            tok,
-            vecs,
-            claim_items(test),
-            steer_layers[:1],
-            hargs.robustness_coefficients,
-            scorer="letter",
-            conditions={"honest": HONESTY_CONDITIONS["honest"]},
-            coefficient_unit=targs.coefficient_unit,
-            progress=False,
-        )
-        res.save(layout.report_dir, "robustness")
-        return {"rows": res.rows}
-
-    robust = None
-    if hargs.robustness_coefficients:
-        robust = stages.run("robustness", robustness, s_eval | pick("robustness_coefficients"))
-
-    def ppl():
-        models = {n: load_variant(margs, folder(n), merge=True) for n in ("base", *names)}
-        return {
-            "rows": perplexity_rows(models, load_text(resolve_data(hargs.perplexity_text)), *window)
-        }
-
-    s_ppl = s_eval | pick("perplexity_text", "perplexity_window", "perplexity_stride")
-    ppl_info = stages.run("perplexity", ppl, s_ppl) if hargs.perplexity_text else None
-
-    def tradeoff():
-        from ..evaluation import load_items, plot_tradeoff, tradeoff_study
-
-        helpful = load_items(
-            resolve_data(hargs.tradeoff_items),
-            n_choices=4,
-            limit=hargs.tradeoff_limit,
-            seed=targs.seed,
-        )
-        res = tradeoff_study(
-            model,
-            tok,
-            vecs,
-            steer_layers[0],
-            hargs.tradeoff_coefficients,
-            helpfulness_items=helpful,
-            behaviour_items=claim_items(test),
-            coefficient_unit=targs.coefficient_unit,
-            progress=False,
-        )
-        plot_tradeoff(res.rows, res.fits, layout.report_dir / "tradeoff.png")
-        return {"rows": res.rows, "fits": res.fit_rows(), "layer": res.layer}
-
-    s_trade = s_sweep | pick("tradeoff_items", "tradeoff_coefficients", "tradeoff_limit")
-    trade = stages.run("tradeoff", tradeoff, s_trade) if hargs.tradeoff_items else None
+    run = steps.HonestyRun(hargs, margs, targs, stages, model, tok, settings)
+    data = steps.split_claims(run)
+    steps.extract_claim_vectors(run)
+    layer_info = steps.choose_layers(run)
+    sweep_info = steps.sweep_coefficients(run)
+    base_dev_ppl = steps.tune_variants(run)
+    eval_info = measure.evaluate_variants(run)
+    robust = measure.robustness(run) if hargs.robustness_coefficients else None
+    ppl_info = measure.heldout_perplexity(run) if hargs.perplexity_text else None
+    trade = measure.tradeoff(run) if hargs.tradeoff_items else None
     return {
         "data": data,
         "layers": layer_info,
         "sweep": sweep_info,
-        "trained": trained,
+        "trained": run.trained,
         "evaluate": eval_info,
         "robustness": robust,
         "perplexity": ppl_info,
         "tradeoff": trade,
         "dev_perplexity": base_dev_ppl if math.isfinite(base_dev_ppl) else None,
-        "prompt_example": claim_prompt(tok, test[0]),
+        "prompt_example": claim_prompt(tok, run.test[0]),
         "coefficient_unit": targs.coefficient_unit,
     }

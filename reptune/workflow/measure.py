@@ -10,13 +10,12 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import torch
 
-from ..evaluation.ab import generate_texts
-from ..evaluation.perplexity import compare_perplexity, perplexity, perplexity_interval
-from ..evaluation.quality import AXES, QualityScores, summarize_quality
+from ..evaluation.ab.scoring import generate_texts
+from ..evaluation.lm.perplexity import compare_perplexity, perplexity, perplexity_interval
+from ..evaluation.open_ended.quality import QualityScores, summarize_quality
 from ..hooks import forward_until, recording
 from ..pairs import format_chat
 from ..tokenization import encode_batch
@@ -27,7 +26,6 @@ __all__ = [
     "quality_rows",
     "perplexity_rows",
     "target_cosines",
-    "plot_conditions",
 ]
 
 
@@ -139,32 +137,3 @@ def target_cosines(model, tokenizer, vectors, rows, layers, positions, batch_siz
             v = vectors[layer].float().to(h.device)
             found[layer].append(torch.nn.functional.cosine_similarity(h, v.expand_as(h), dim=-1))
     return {layer: float(torch.cat(vals).mean()) for layer, vals in found.items()}
-
-
-def plot_conditions(rows: Sequence[Mapping], path: str | Path, title: str) -> Path:
-    """Grouped bars: each condition's mean on every axis with its interval.
-
-    Example:
-        >>> plot_conditions(quality_rows(scores), "report/conditions.png", "sentiment, test")
-    """
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    from ..evaluation.plots import save_figure
-
-    fig = Figure(figsize=(1.6 + 1.3 * len(rows), 3.8), layout="constrained")
-    ax = fig.subplots()
-    width = 0.8 / len(AXES)
-    x = np.arange(len(rows))
-    for i, axis in enumerate(AXES):
-        values = np.array([r[axis] for r in rows], dtype=float)
-        low = values - np.array([r[f"{axis}_low"] for r in rows], dtype=float)
-        high = np.array([r[f"{axis}_high"] for r in rows], dtype=float) - values
-        ax.bar(x + (i - 1.5) * width, values, width, yerr=[low, high], capsize=2, label=axis)
-    ax.set_xticks(x, [r["condition"] for r in rows], rotation=20, ha="right", fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("score (0-1), 95% interval")
-    ax.set_title(title)
-    ax.legend(fontsize=7, ncols=4, loc="upper center")
-    ax.grid(axis="y", alpha=0.3)
-    return save_figure(fig, path)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from ..evaluation.ab import generate_texts
+from ..evaluation.ab.scoring import generate_texts
 from ..io import recover_folder
 from ..pairs import format_chat
 from .args import ModelArguments
