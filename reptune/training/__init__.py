@@ -13,11 +13,14 @@ from .losses import (
     TARGETS,
     cosine_loss,
     cosine_to_vector,
+    relative_l2_loss,
     representation_loss,
+    reps_preference_loss,
     retain_loss,
     steer_loss,
 )
 from .precision import check_precision
+from .prompt_target import PromptTargetCollator, instructed_chat, instructed_row
 from .trainer import (
     REPTUNE_CONFIG_NAME,
     REPTUNE_VECTORS_DIR,
@@ -30,6 +33,7 @@ __all__ = [
     "REPTUNE_CONFIG_NAME",
     "REPTUNE_VECTORS_DIR",
     "TARGETS",
+    "PromptTargetCollator",
     "RepTuneCollator",
     "RepTuneConfig",
     "RepTuneLossMixin",
@@ -38,9 +42,13 @@ __all__ = [
     "cosine_loss",
     "cosine_to_vector",
     "freeze_except_layers",
+    "instructed_chat",
+    "instructed_row",
     "parse_positions",
     "position_mask",
+    "relative_l2_loss",
     "representation_loss",
+    "reps_preference_loss",
     "retain_loss",
     "steer_loss",
 ]

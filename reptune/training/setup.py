@@ -45,6 +45,7 @@ class RepTuneSetup:
         self.rep_config = cfg
         check_launch(self.args, self.is_fsdp_enabled)
         self._steer = cfg.rep_target == "steer"
+        self._prompt_target = cfg.rep_target == "prompt"
         self._positions = (
             parse_positions(cfg.rep_positions),
             parse_positions(cfg.retain_positions),
@@ -57,7 +58,9 @@ class RepTuneSetup:
         model = self.model
         n_layers = num_layers(model, cfg.layer_path)
         self.rep_vectors = as_vectors(vectors if vectors is not None else cfg.vectors)
-        if self.rep_vectors is None and (cfg.rep_weight > 0 or self._steer):
+        # The prompt objective needs a vector only for its combined target (prompted + c * v).
+        needs_vectors = not self._prompt_target or cfg.steer_coefficient is not None
+        if self.rep_vectors is None and needs_vectors and (cfg.rep_weight > 0 or self._steer):
             raise ValueError(
                 "rep_weight > 0 needs steering vectors: pass vectors= (a SteeringVectors or a "
                 "folder) or set the config's `vectors`, or set rep_weight=0 for token-only tuning"
@@ -76,6 +79,13 @@ class RepTuneSetup:
             # Plain float32 tensors kept off the model: never parameters or buffers, so ZeRO-3
             # and FSDP never partition them; moved to the activations' device when used.
             self._vectors = {k: self.rep_vectors[k].detach().float().cpu() for k in self.rep_layers}
+        elif self._prompt_target:
+            if cfg.rep_layers is None:
+                raise ValueError(
+                    "rep_target='prompt' without vectors needs rep_layers: the layers whose "
+                    "activations should match the prompted model's"
+                )
+            self.rep_layers = check_layers(list(cfg.rep_layers), n_layers)
         self.retain_layers: list[int] = []
         if cfg.retain_weight > 0:
             wanted = cfg.retain_layers if cfg.retain_layers is not None else self.rep_layers
@@ -113,13 +123,15 @@ class RepTuneSetup:
     def _build_reference(self, ref_model) -> ReferencePass | None:
         cfg = self.rep_config
         steer = {}
-        if self._steer and self.rep_layers:
+        combined = self._prompt_target and cfg.steer_coefficient is not None
+        if (self._steer or combined) and self.rep_layers:
             self.rep_vectors.check_unit(cfg.coefficient_unit, self.rep_layers)
             c = float(cfg.steer_coefficient)
             steer = {
                 k: c * self.rep_vectors.direction(k, cfg.coefficient_unit) for k in self.rep_layers
             }
-        record = sorted(set(self.retain_layers) | set(steer))
+        prompted = set(self.rep_layers) if self._prompt_target else set()
+        record = sorted(set(self.retain_layers) | set(steer) | prompted)
         if not record:
             return None
         sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled
@@ -188,7 +200,7 @@ class RepTuneSetup:
 
     def _check_datasets(self) -> None:
         """Raise before training when ``rep_positions`` selects no token of some row."""
-        if self.rep_vectors is None or self.data_collator is None:
+        if not self.rep_layers or self.data_collator is None:
             return
         named = [("train", self.train_dataset)]
         evals = self.eval_dataset

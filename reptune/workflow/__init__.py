@@ -22,7 +22,7 @@ _EXPORTS = {
     "report": ("add_behaviour_section", "add_timings", "honesty_report"),
     "select": ("best_layer", "choose_best", "heldout_separation", "layer_window", "split_dev_test"),
     "stages": ("StageRunner", "settings_fingerprint"),
-    "variants": ("DevSelection", "load_variant", "steered_rows", "train_variant"),
+    "variants": ("DevSelection", "load_variant", "prompted_rows", "steered_rows", "train_variant"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
