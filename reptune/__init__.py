@@ -26,6 +26,7 @@ from .version import __version__
 _LAZY = {
     "RepTuneConfig": "reptune.training",
     "RepTuneTrainer": "reptune.training",
+    "learn_vectors": "reptune.training",
     "Claim": "reptune.behaviours.honesty",
     "claims_to_pairs": "reptune.behaviours.honesty",
     "filter_known_claims": "reptune.behaviours.honesty",
@@ -62,6 +63,7 @@ __all__ = [
     "forward_until",
     "intervene",
     "layer_diagnostics",
+    "learn_vectors",
     "load_model",
     "load_caa_pairs",
     "load_claims",

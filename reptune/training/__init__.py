@@ -9,6 +9,7 @@ Example:
 
 from .collator import RepTuneCollator, parse_positions, position_mask
 from .config import RepTuneConfig
+from .learned_vectors import VectorLearner, learn_vectors
 from .losses import (
     TARGETS,
     cosine_loss,
@@ -38,12 +39,14 @@ __all__ = [
     "RepTuneConfig",
     "RepTuneLossMixin",
     "RepTuneTrainer",
+    "VectorLearner",
     "check_precision",
     "cosine_loss",
     "cosine_to_vector",
     "freeze_except_layers",
     "instructed_chat",
     "instructed_row",
+    "learn_vectors",
     "parse_positions",
     "position_mask",
     "relative_l2_loss",

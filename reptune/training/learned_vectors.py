@@ -45,6 +45,7 @@ from .losses import reps_preference_loss
 __all__ = [
     "OBJECTIVES",
     "NEGATIVE_MODES",
+    "VectorLearner",
     "fingerprint_rows",
     "learn_vectors",
     "sequence_log_likelihoods",
@@ -127,37 +128,112 @@ def _frozen(model):
             p.requires_grad_(flag)
 
 
-class _Steering:
-    """The trainable directions and the hooks that add them at a per-row coefficient."""
+class VectorLearner:
+    """The optimisation of :func:`learn_vectors`, one step at a time (benchmarks, own schedules).
 
-    def __init__(self, init: dict[int, torch.Tensor], norms: dict[int, float], device):
+    Holds one trainable direction per layer (unit-normalised when read), AdamW on them, and the
+    collator. Steps run inside :meth:`session`, which freezes the model's parameters and puts it
+    in eval mode, and gives both back after.
+
+    Example:
+        >>> learner = VectorLearner(model, tok, {10: v0}, norms, "preference")
+        >>> with learner.session():
+        ...     ref = learner.reference(rows)
+        ...     loss = learner.step(rows[:8], alpha=0.2, reference=ref[:8])
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        init: Mapping[int, torch.Tensor],
+        norms: Mapping[int, float],
+        objective: str = "lm",
+        *,
+        learning_rate: float = 1e-2,
+        negative: str = "subtract",
+        positions="all",
+        max_length: int | None = None,
+        layer_path: str | None = None,
+    ):
+        self.model, self.objective, self.negative = model, objective, negative
+        self.positions, self.layer_path = positions, layer_path
+        self.device = model.get_input_embeddings().weight.device
         self.params = {
-            k: torch.nn.Parameter(v.detach().float().to(device) / v.norm()) for k, v in init.items()
+            k: torch.nn.Parameter(v.detach().float().to(self.device) / v.norm())
+            for k, v in init.items()
         }
-        self.norms = norms
+        self.norms = {k: float(norms[k]) for k in self.params}
+        self.optimizer = torch.optim.AdamW(self.params.values(), lr=learning_rate, weight_decay=0)
+        self.collate = RepTuneCollator(tokenizer, rep_positions="all", max_length=max_length)
 
-    def scaled(self, layer: int) -> torch.Tensor:
-        v = self.params[layer]
-        return v * (self.norms[layer] / v.norm())
+    @contextmanager
+    def session(self):
+        with _frozen(self.model), eval_mode(self.model):
+            yield
 
-    def add(self, coefficient: torch.Tensor) -> dict:
-        return {k: AddVector(self.scaled(k), coefficient) for k in self.params}
+    def vectors(self) -> dict[int, torch.Tensor]:
+        """The learned unit directions, on the CPU."""
+        return {k: (v / v.norm()).detach().cpu().contiguous() for k, v in self.params.items()}
 
-    def null(self) -> dict:
-        return {k: AblateVector(self.params[k]) for k in self.params}
+    def _add(self, coefficient: float) -> dict:
+        scaled = {k: v * (self.norms[k] / v.norm()) for k, v in self.params.items()}
+        return {k: AddVector(v, torch.tensor(coefficient)) for k, v in scaled.items()}
 
+    def _log_likelihoods(self, batch, fns):
+        with intervene(self.model, fns, self.positions, layer_path=self.layer_path):
+            logits = self.model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits
+        return sequence_log_likelihoods(logits, batch["labels"])
 
-def _log_likelihoods(model, batch, fns, positions, layer_path):
-    with intervene(model, fns, positions, layer_path=layer_path):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return sequence_log_likelihoods(logits, batch["labels"])
+    def _pair_batch(self, rows):
+        """One batch holding the chosen answers, then the rejected ones."""
+        texts = [{**r, "completion": r["chosen"]} for r in rows]
+        texts += [{**r, "completion": r["rejected"]} for r in rows]
+        return {k: v.to(self.device) for k, v in self.collate(texts).items()}
 
+    @torch.no_grad()
+    def reference(self, rows: Sequence[Mapping], batch_size: int = 8) -> torch.Tensor:
+        """``(n_rows, 2)``: summed log-likelihoods of chosen and rejected, unsteered."""
+        out = []
+        for start in range(0, len(rows), batch_size):
+            batch = self._pair_batch(rows[start : start + batch_size])
+            logits = self.model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits
+            total, _ = sequence_log_likelihoods(logits, batch["labels"])
+            out.append(torch.stack(total.float().cpu().chunk(2), dim=1))
+        return torch.cat(out)
 
-def _pair_batch(collate, rows, device):
-    """One batch holding the chosen answers, then the rejected ones."""
-    texts = [{**r, "completion": r["chosen"]} for r in rows]
-    texts += [{**r, "completion": r["rejected"]} for r in rows]
-    return {k: v.to(device) for k, v in collate(texts).items()}
+    def loss(self, rows: Sequence[Mapping], alpha: float, reference=None) -> torch.Tensor:
+        """The objective on ``rows`` at steering coefficient ``alpha`` (with its graph)."""
+        if self.objective == "lm":
+            batch = {k: v.to(self.device) for k, v in self.collate(list(rows)).items()}
+            total, count = self._log_likelihoods(batch, self._add(alpha))
+            return -total.sum() / count.sum().clamp_min(1)
+        batch = self._pair_batch(rows)
+        total, count = self._log_likelihoods(batch, self._add(alpha))
+        pos_chosen, pos_rejected = (total / count.clamp_min(1)).chunk(2)
+        if self.negative == "subtract":
+            fns = self._add(-alpha)
+        else:
+            fns = {k: AblateVector(v) for k, v in self.params.items()}
+        total, count = self._log_likelihoods(batch, fns)
+        neg_chosen, neg_rejected = (total / count.clamp_min(1)).chunk(2)
+        ref = reference.to(self.device)
+        return reps_preference_loss(
+            pos_chosen, pos_rejected, neg_rejected, neg_chosen, ref[:, 0], ref[:, 1]
+        ).mean()
+
+    def step(self, rows: Sequence[Mapping], alpha: float, reference=None) -> float:
+        """One optimiser step on ``rows`` (gradients clipped at norm 1); returns the loss."""
+        loss = self.loss(rows, alpha, reference)
+        self.optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(self.params.values()), 1.0)
+        self.optimizer.step()
+        return float(loss.detach())
 
 
 def learn_vectors(
@@ -219,41 +295,22 @@ def learn_vectors(
     else:
         width = model.get_input_embeddings().weight.shape[1]
         start = {k: torch.randn(width, generator=gen) for k in layers}
-    device = model.get_input_embeddings().weight.device
-    steering = _Steering(start, norms, device)
-    optimizer = torch.optim.AdamW(steering.params.values(), lr=learning_rate, weight_decay=0.0)
-    collate = RepTuneCollator(tokenizer, rep_positions="all", max_length=max_length)
-    reference = None
+    learner = VectorLearner(
+        model, tokenizer, start, norms, objective, learning_rate=learning_rate,
+        negative=negative, positions=positions, max_length=max_length, layer_path=layer_path,
+    )  # fmt: skip
     losses = []
-    with _frozen(model), eval_mode(model):
-        if objective == "preference":
-            reference = _reference_log_likelihoods(model, collate, rows, batch_size, device)
-        order = torch.randperm(len(rows), generator=gen)
-        cursor = 0
+    with learner.session():
+        reference = learner.reference(rows, batch_size) if objective == "preference" else None
+        order, cursor = torch.randperm(len(rows), generator=gen), 0
         for _ in tqdm(range(steps), disable=not progress, desc="learning vectors"):
             if cursor + batch_size > len(order):
                 order, cursor = torch.randperm(len(rows), generator=gen), 0
             picked = order[cursor : cursor + batch_size].tolist()
             cursor += batch_size
             alpha = low + (high - low) * float(torch.rand((), generator=gen))
-            chunk = [rows[i] for i in picked]
-            if objective == "lm":
-                batch = {k: v.to(device) for k, v in collate(chunk).items()}
-                total, count = _log_likelihoods(
-                    model, batch, steering.add(torch.tensor(alpha)), positions, layer_path
-                )
-                loss = -total.sum() / count.sum().clamp_min(1)
-            else:
-                loss = _preference_step(
-                    model, collate, chunk, steering, alpha, negative, positions, layer_path,
-                    reference[picked], device,
-                )  # fmt: skip
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(list(steering.params.values()), 1.0)
-            optimizer.step()
-            losses.append(float(loss.detach()))
-    vectors = {k: (v / v.norm()).detach().cpu().contiguous() for k, v in steering.params.items()}
+            chunk_ref = reference[picked] if reference is not None else None
+            losses.append(learner.step([rows[i] for i in picked], alpha, chunk_ref))
     metadata = SteeringVectors.describe_model(model)
     metadata.update(
         method="learned",
@@ -273,35 +330,4 @@ def learn_vectors(
         last_loss=losses[-1],
         residual_norms=norms,
     )
-    return SteeringVectors(vectors, metadata)
-
-
-@torch.no_grad()
-def _reference_log_likelihoods(model, collate, rows, batch_size, device) -> torch.Tensor:
-    """``(n_rows, 2)``: summed log-likelihoods of chosen and rejected under the plain model."""
-    out = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        batch = _pair_batch(collate, chunk, device)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        total, _ = sequence_log_likelihoods(logits, batch["labels"])
-        out.append(torch.stack(total.float().cpu().chunk(2), dim=1))
-    return torch.cat(out)
-
-
-def _preference_step(
-    model, collate, rows, steering, alpha, negative, positions, layer_path, reference, device
-):
-    batch = _pair_batch(collate, rows, device)
-    total, count = _log_likelihoods(
-        model, batch, steering.add(torch.tensor(alpha)), positions, layer_path
-    )
-    pos_chosen, pos_rejected = (total / count.clamp_min(1)).chunk(2)
-    fns = steering.add(torch.tensor(-alpha)) if negative == "subtract" else steering.null()
-    total, count = _log_likelihoods(model, batch, fns, positions, layer_path)
-    neg_chosen, neg_rejected = (total / count.clamp_min(1)).chunk(2)
-    ref = reference.to(device)
-    per_pair = reps_preference_loss(
-        pos_chosen, pos_rejected, neg_rejected, neg_chosen, ref[:, 0], ref[:, 1]
-    )
-    return per_pair.mean()
+    return SteeringVectors(learner.vectors(), metadata)
