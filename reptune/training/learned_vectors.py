@@ -187,7 +187,7 @@ class VectorLearner:
             ).logits
         return sequence_log_likelihoods(logits, batch["labels"])
 
-    def _pair_batch(self, rows):
+    def pair_batch(self, rows):
         """One batch holding the chosen answers, then the rejected ones."""
         texts = [{**r, "completion": r["chosen"]} for r in rows]
         texts += [{**r, "completion": r["rejected"]} for r in rows]
@@ -198,7 +198,7 @@ class VectorLearner:
         """``(n_rows, 2)``: summed log-likelihoods of chosen and rejected, unsteered."""
         out = []
         for start in range(0, len(rows), batch_size):
-            batch = self._pair_batch(rows[start : start + batch_size])
+            batch = self.pair_batch(rows[start : start + batch_size])
             logits = self.model(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
             ).logits
@@ -212,7 +212,7 @@ class VectorLearner:
             batch = {k: v.to(self.device) for k, v in self.collate(list(rows)).items()}
             total, count = self._log_likelihoods(batch, self._add(alpha))
             return -total.sum() / count.sum().clamp_min(1)
-        batch = self._pair_batch(rows)
+        batch = self.pair_batch(rows)
         total, count = self._log_likelihoods(batch, self._add(alpha))
         pos_chosen, pos_rejected = (total / count.clamp_min(1)).chunk(2)
         if self.negative == "subtract":
