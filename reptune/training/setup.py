@@ -220,6 +220,12 @@ class RepTuneSetup:
                     f"{len(bad)} of {n} {name} rows (first rows: {bad[:5]}): the position lies "
                     "outside those sequences (prompt shorter than the offset, empty completion, "
                     "or no labelled completion). Change rep_positions or fix the data."
+                    + (
+                        " With rep_target='prompt' only the response (assistant header and "
+                        "answer) is aligned: use rep_positions='all' or 'completion'."
+                        if self._prompt_target
+                        else ""
+                    )
                 )
 
     # -- masks and normalisation -------------------------------------------------------------
