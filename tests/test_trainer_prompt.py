@@ -56,6 +56,31 @@ def test_prompt_config_checks(tmp_path, tok):
         )
     with pytest.raises(ValueError, match="needs rep_layers"):
         _trainer(tmp_path, tok, rep_layers=None)
+    # Vectors are only needed for the combined target: they need not cover the rep layers.
+    args = make_args(tmp_path, **PROMPT, target_instruction=SHORT, rep_layers=[2])
+    trainer = RepTuneTrainer(
+        tiny_model(),
+        args,
+        vectors=random_vectors(32, [3]),
+        train_dataset=make_rows(4),
+        processing_class=tok,
+    )
+    assert trainer.rep_layers == [2]
+    with pytest.raises(ValueError, match=r"rep_layers \[2\] have no steering vector"):
+        RepTuneTrainer(
+            tiny_model(),
+            make_args(
+                tmp_path,
+                **PROMPT,
+                target_instruction=SHORT,
+                rep_layers=[2],
+                steer_coefficient=0.1,
+                coefficient_unit="raw",
+            ),
+            vectors=random_vectors(32, [3]),
+            train_dataset=make_rows(4),
+            processing_class=tok,
+        )
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])

@@ -65,27 +65,7 @@ class RepTuneSetup:
                 "rep_weight > 0 needs steering vectors: pass vectors= (a SteeringVectors or a "
                 "folder) or set the config's `vectors`, or set rep_weight=0 for token-only tuning"
             )
-        self.rep_layers: list[int] = []
-        if self.rep_vectors is not None:
-            self.rep_vectors.check_compatible(model)
-            wanted = cfg.rep_layers if cfg.rep_layers is not None else self.rep_vectors.layers
-            self.rep_layers = check_layers(list(wanted), n_layers)
-            absent = [layer for layer in self.rep_layers if layer not in self.rep_vectors]
-            if absent:
-                raise ValueError(
-                    f"rep_layers {absent} have no steering vector (the vectors cover layers "
-                    f"{self.rep_vectors.layers})"
-                )
-            # Plain float32 tensors kept off the model: never parameters or buffers, so ZeRO-3
-            # and FSDP never partition them; moved to the activations' device when used.
-            self._vectors = {k: self.rep_vectors[k].detach().float().cpu() for k in self.rep_layers}
-        elif self._prompt_target:
-            if cfg.rep_layers is None:
-                raise ValueError(
-                    "rep_target='prompt' without vectors needs rep_layers: the layers whose "
-                    "activations should match the prompted model's"
-                )
-            self.rep_layers = check_layers(list(cfg.rep_layers), n_layers)
+        self.rep_layers = self._resolve_rep_layers(cfg, n_layers, needs_vectors)
         self.retain_layers: list[int] = []
         if cfg.retain_weight > 0:
             wanted = cfg.retain_layers if cfg.retain_layers is not None else self.rep_layers
@@ -119,6 +99,35 @@ class RepTuneSetup:
         if self.is_deepspeed_enabled:
             self._check_zero3_save()
         self._check_datasets()
+
+    def _resolve_rep_layers(self, cfg, n_layers: int, needs_vectors: bool) -> list[int]:
+        """The rep layers, checked against the model and (when a vector is used) the vectors."""
+        if self.rep_vectors is not None:
+            self.rep_vectors.check_compatible(self.model)
+        if self.rep_vectors is not None and needs_vectors:
+            wanted = cfg.rep_layers if cfg.rep_layers is not None else self.rep_vectors.layers
+            layers = check_layers(list(wanted), n_layers)
+            absent = [layer for layer in layers if layer not in self.rep_vectors]
+            if absent:
+                raise ValueError(
+                    f"rep_layers {absent} have no steering vector (the vectors cover layers "
+                    f"{self.rep_vectors.layers})"
+                )
+            # Plain float32 tensors kept off the model: never parameters or buffers, so ZeRO-3
+            # and FSDP never partition them; moved to the activations' device when used.
+            self._vectors = {k: self.rep_vectors[k].detach().float().cpu() for k in layers}
+            return layers
+        if not self._prompt_target:
+            return []
+        wanted = cfg.rep_layers
+        if wanted is None and self.rep_vectors is not None:
+            wanted = self.rep_vectors.layers
+        if wanted is None:
+            raise ValueError(
+                "rep_target='prompt' without vectors needs rep_layers: the layers whose "
+                "activations should match the prompted model's"
+            )
+        return check_layers(list(wanted), n_layers)
 
     def _build_reference(self, ref_model) -> ReferencePass | None:
         cfg = self.rep_config
