@@ -16,6 +16,7 @@ from dist.rt_common import (
 )
 
 from reptune.extract import measure_residual_norms
+from reptune.layers import find_layers
 from reptune.training import PromptTargetCollator, RepTuneConfig, RepTuneTrainer, instructed_row
 from reptune.training.prompt_target import prompted_targets
 
@@ -96,7 +97,13 @@ def test_target_is_the_frozen_models_activation_with_the_prompt(
     own_system = {"prompt": "Hi", "completion": "a much longer answer here", "system": "S"}
     rows = [*make_rows(3), own_system]
     batch = collate(rows)
-    targets = prompted_targets(trainer._reference, model, batch, batch["rep_mask"])[2]
+    deeper = find_layers(model)[3].register_forward_hook(lambda *a: calls.append(1))
+    calls = []
+    try:
+        targets = prompted_targets(trainer._reference, model, batch, batch["rep_mask"])[2]
+    finally:
+        deeper.remove()
+    assert not calls  # the one reference pass stops after the deepest layer it needs
     real = batch["attention_mask"].bool()
     for i, row in enumerate(rows):
         plain_ids = batch["input_ids"][i][real[i]]
