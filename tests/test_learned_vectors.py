@@ -107,6 +107,15 @@ def test_null_negative_and_bad_input(model, tok):
         learn_vectors(model, tok, rows, [1], "preference", coefficients=(0.3, 0.1))
     with pytest.raises(ValueError, match="unknown objective"):
         learn_vectors(model, tok, rows, [1], "dpo")
+    start = SteeringVectors({2: torch.arange(32.0) - 10})
+    kept = learn_vectors(
+        model, tok, rows, [2], "preference", steps=1, learning_rate=0.0, init=start
+    )
+    torch.testing.assert_close(kept[2], start[2] / start[2].norm())
+    with pytest.raises(ValueError, match="is zero"):
+        learn_vectors(
+            model, tok, rows, [2], "preference", init=SteeringVectors({2: torch.zeros(32)})
+        )
 
 
 def test_learned_vectors_are_used_like_any_other(tmp_path, model, tok):

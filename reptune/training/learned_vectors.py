@@ -291,6 +291,9 @@ def learn_vectors(
         if missing:
             raise ValueError(f"init has no vector for layers {missing} (it covers {init.layers})")
         init.check_compatible(model)
+        zero = [k for k in layers if not float(init[k].norm()) > 0]
+        if zero:
+            raise ValueError(f"init's vector of layers {zero} is zero: it has no direction")
         start = {k: init[k] for k in layers}
     else:
         width = model.get_input_embeddings().weight.shape[1]
