@@ -34,6 +34,7 @@ __all__ = [
     "SteeredModel",
     "SteeringVectors",
     "extract_vectors",
+    "learn_vectors",
     "load_caa_pairs",
     "load_jsonl_pairs",
     "load_model",
@@ -46,7 +47,7 @@ __all__ = [
 _, __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        ".training": ("RepTuneConfig", "RepTuneTrainer"),
+        ".training": ("RepTuneConfig", "RepTuneTrainer", "learn_vectors"),
         ".publish": ("push_run", "write_model_card"),
     },
     globals(),

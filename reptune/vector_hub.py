@@ -145,6 +145,13 @@ def build_vector_card(
         "method": meta.get("method", "not recorded"),
         "normalized": meta.get("normalized"),
         "num_pairs": meta.get("num_pairs"),
+        # Learned vectors (reptune.training.learned_vectors) record how they were trained.
+        "training": {
+            k: meta.get(k)
+            for k in ("objective", "steps", "learning_rate", "coefficients", "num_rows")
+        }
+        if meta.get("method") == "learned"
+        else None,
         "data_fingerprint": meta.get("data_fingerprint"),
         "unit": unit,
         "unit_text": describe_unit(unit),

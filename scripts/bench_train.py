@@ -24,6 +24,13 @@ The floor of the retain and steer terms is the plain step plus one no-grad forwa
 the blocks up to the deepest term layer: ``floor_ratio_steer`` times that reference pass alone,
 in the same rotation, and ``steer_over_floor`` is what the steer objective costs above it.
 
+The newer objectives (``scripts/_bench_objectives.py``): ``prompt`` (the prompt objective on the
+``--window`` layers; its floor is the plain step plus its reference pass alone on the prompted
+input, ``--instruction`` words longer), ``learned_lm`` and ``learned_pref`` (one step of a learned
+vector on the same layers with the model frozen, token loss or RePS preference loss; their floor
+is the no-grad forward passes the step needs). Each has ``time_ratio_<v>``, ``mem_ratio_<v>``,
+``floor_ratio_<v>`` (the floor over the plain step) and ``<v>_over_floor``.
+
 The ratios are printed last, as one JSON object on the last line.
 
 Example:
@@ -41,8 +48,19 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 
-VARIANTS = ("plain", "rep", "retain", "steer")
+from _bench_objectives import (
+    FLOORS,
+    LEARNED,
+    build_learner,
+    build_prompt,
+    floor_step,
+    learner_batches,
+    newer_objectives,
+)
+
+VARIANTS = ("plain", "rep", "retain", "steer", "prompt", *LEARNED)
 
 
 def window_layers(opts) -> list[int]:
@@ -115,6 +133,11 @@ def build(opts, variant, model=None):
         use_cpu=opts.device == "cpu",
         seed=0,
     )
+    if variant in LEARNED:
+        model = model.to(opts.device)  # the learner keeps the device its model is on
+        return build_learner(opts, model, variant, window), model
+    if variant == "prompt":
+        return build_prompt(opts, model, window, common), model
     if variant == "plain":
 
         def plain_collate(batch):
@@ -147,63 +170,84 @@ def build(opts, variant, model=None):
 
 
 def time_variants(opts) -> dict:
-    """Median step time of each variant, the variants taking turns step by step."""
+    """Median step time of each variant and floor, all taking turns step by step."""
     import torch
 
     torch.set_num_threads(opts.threads)
     device = torch.device(opts.device)
-    trainers, base = {}, None
+    runners, base, stack = {}, None, ExitStack()
     for variant in VARIANTS:
-        trainer, model = build(opts, variant, None if base is None else copy.deepcopy(base))
+        model = None if base is None else copy.deepcopy(base).to(device)
+        built, model = build(opts, variant, model)
         base = base if base is not None else copy.deepcopy(model)
-        trainer.create_optimizer_and_scheduler(num_training_steps=opts.steps)
-        trainer.current_gradient_accumulation_steps = 1
-        trainer.model.to(device).train()
-        trainers[variant] = (trainer, iter(trainer.get_train_dataloader()))
+        if variant in LEARNED:
+            runners[variant] = (built, learner_batches(opts, built))
+            stack.enter_context(built.session())
+            continue
+        built.create_optimizer_and_scheduler(num_training_steps=opts.steps)
+        built.current_gradient_accumulation_steps = 1
+        built.model.to(device).train()
+        runners[variant] = (built, iter(built.get_train_dataloader()))
 
-    def one_step(trainer, batches):
+    def clocked(fn):
         wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    def trainer_step(trainer, batches):
         samples, n_items = trainer.get_batch_samples(batches, 1, trainer.args.device)
         trainer.training_step(trainer.model, samples[0], n_items)
         trainer.optimizer.step()
         trainer.lr_scheduler.step()
         trainer.model.zero_grad()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - wall, time.process_time() - cpu
 
-    # The floor of the steer objective: the plain step plus its reference pass alone (the same
-    # pass, on a batch of the same rows), timed in the same rotation.
-    steer_trainer = trainers["steer"][0]
-    reference_batches = iter(steer_trainer.get_train_dataloader())
+    def reference_only(trainer, batches, prompted):
+        # The objective's reference pass alone, on a batch of the same rows.
+        from reptune.training.prompt_target import prompted_targets
 
-    def reference_only(trainer, batches):
         inputs = {k: v.to(device) for k, v in next(batches).items()}
-        wall, cpu = time.perf_counter(), time.process_time()
-        trainer._reference(trainer.model, inputs, inputs["rep_mask"])
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - wall, time.process_time() - cpu
+        model, mask = trainer.model, inputs["rep_mask"]
+        if prompted:
+            return lambda: prompted_targets(trainer._reference, model, inputs, mask)
+        return lambda: trainer._reference(model, inputs, mask)
 
-    timed = (*VARIANTS, "reference")
-    times = {variant: [] for variant in timed}
-    for step in range(opts.steps):
-        order = timed if step % 2 == 0 else timed[::-1]
-        for variant in order:
-            if variant == "reference":
-                measured = reference_only(steer_trainer, reference_batches)
-            else:
-                trainer, batches = trainers[variant]
-                measured = one_step(trainer, batches)
-            if step >= opts.warmup:
-                times[variant].append(measured)
+    floor_batches = {
+        "reference": iter(runners["steer"][0].get_train_dataloader()),
+        "reference_prompt": iter(runners["prompt"][0].get_train_dataloader()),
+        **{f"floor_{v}": learner_batches(opts, runners[v][0]) for v in LEARNED},
+    }
+
+    def run(name):
+        if name in ("reference", "reference_prompt"):
+            trainer = runners["steer" if name == "reference" else "prompt"][0]
+            return clocked(reference_only(trainer, floor_batches[name], name != "reference"))
+        if name.startswith("floor_"):
+            learner = runners[name[len("floor_") :]][0]
+            rows, _ = next(floor_batches[name])
+            return clocked(lambda: floor_step(learner, rows))
+        built, batches = runners[name]
+        if name in LEARNED:
+            rows, reference = next(batches)
+            return clocked(lambda: built.step(rows, 0.2, reference))
+        return clocked(lambda: trainer_step(built, batches))
+
+    timed = (*VARIANTS, *FLOORS.values())
+    times = {name: [] for name in timed}
+    with stack:
+        for step in range(opts.steps):
+            for name in timed if step % 2 == 0 else timed[::-1]:
+                measured = run(name)
+                if step >= opts.warmup:
+                    times[name].append(measured)
     clock = 1 if device.type == "cpu" else 0
     return {
-        variant: {
-            "ms": 1000 * statistics.median(t[clock] for t in times[variant]),
-            "wall_ms": 1000 * statistics.median(t[0] for t in times[variant]),
+        name: {
+            "ms": 1000 * statistics.median(t[clock] for t in times[name]),
+            "wall_ms": 1000 * statistics.median(t[0] for t in times[name]),
         }
-        for variant in timed
+        for name in timed
     }
 
 
@@ -229,8 +273,13 @@ def memory_of(opts) -> dict:
             return tensor
 
         def on_step_begin(self, args, state, control, **kwargs):
-            if state.global_step != opts.steps - 1:
-                return
+            if state.global_step == opts.steps - 1:
+                self.begin()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.end()
+
+        def begin(self):
             self.contexts = [torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)]
             if device.type == "cpu":
                 self.profiler = torch.profiler.profile(
@@ -244,7 +293,7 @@ def memory_of(opts) -> dict:
             for context in self.contexts:
                 context.__enter__()
 
-        def on_step_end(self, args, state, control, **kwargs):
+        def end(self):
             for context in reversed(self.contexts):
                 context.__exit__(None, None, None)
             self.contexts = []
@@ -266,8 +315,20 @@ def memory_of(opts) -> dict:
             return max(totals, default=0) / 2**20
 
     last = LastStep()
-    trainer.add_callback(last)
-    trainer.train()
+    if opts.variant in LEARNED:
+        batches = learner_batches(opts, trainer)
+        with trainer.session():
+            for step in range(opts.steps):
+                rows, reference = next(batches)
+                if step == opts.steps - 1:
+                    last.begin()
+                trainer.step(rows, 0.2, reference)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                last.end()
+    else:
+        trainer.add_callback(last)
+        trainer.train()
     return {"peak_mb": last.peak_mb(), "saved_mb": sum(last.saved.values()) / 2**20}
 
 
@@ -295,6 +356,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--window", type=int, default=3, help="layers around L/2 of the retain and steer terms"
     )
+    parser.add_argument(
+        "--instruction", type=int, default=32, help="words of the prompt objective's instruction"
+    )
     parser.add_argument("--tmp", default="/tmp/reptune-bench")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--part", choices=["time", "memory"], help=argparse.SUPPRESS)
@@ -313,12 +377,13 @@ def main(argv=None) -> int:
     timing = _child(opts, argv, part="time")
     for variant in VARIANTS:
         print(
-            f"{variant:>6}: {timing[variant]['ms']:8.1f} ms/step "
+            f"{variant:>12}: {timing[variant]['ms']:8.1f} ms/step "
             f"({'CPU time' if opts.device == 'cpu' else 'wall'}; wall "
             f"{timing[variant]['wall_ms']:.1f} ms), peak {memory[variant]['peak_mb']:.1f} MB, "
             f"saved for backward {memory[variant]['saved_mb']:.1f} MB"
         )
-    print(f"reference pass alone: {timing['reference']['ms']:.1f} ms")
+    for name in FLOORS.values():
+        print(f"{name} alone: {timing[name]['ms']:.1f} ms")
     plain_ms, plain_mb = timing["plain"]["ms"], memory["plain"]["peak_mb"]
     summary = {
         "device": opts.device,
@@ -328,8 +393,8 @@ def main(argv=None) -> int:
         "rep_layers": 7,
         "retain_and_steer_layers": opts.window,
         "clock": "process CPU time" if opts.device == "cpu" else "wall time",
-        **{f"{v}_ms": round(timing[v]["ms"], 2) for v in VARIANTS},
-        **{f"{v}_peak_mb": round(memory[v]["peak_mb"], 2) for v in VARIANTS},
+        **{f"{v}_ms": round(timing[v]["ms"], 2) for v in VARIANTS[:4]},
+        **{f"{v}_peak_mb": round(memory[v]["peak_mb"], 2) for v in VARIANTS[:4]},
         "time_ratio": round(timing["rep"]["ms"] / plain_ms, 4),
         "mem_ratio": round(memory["rep"]["peak_mb"] / plain_mb, 4),
         "time_ratio_retain": round(timing["retain"]["ms"] / plain_ms, 4),
@@ -342,6 +407,8 @@ def main(argv=None) -> int:
         "steer_over_floor": round(
             timing["steer"]["ms"] / (plain_ms + timing["reference"]["ms"]), 4
         ),
+        "instruction_words": opts.instruction,
+        **newer_objectives(timing, memory, plain_ms, plain_mb),
     }
     print(json.dumps(summary))
     return 0

@@ -169,3 +169,41 @@ def test_steer_loss_by_hand():
     assert global_norm.item() == pytest.approx(2 * by_hand.item() / 2, rel=1e-6)
     with pytest.raises(ValueError, match="no steering target"):
         steer_loss({3: tuned}, {4: target}, MASK)
+
+
+def test_relative_l2_loss_is_the_steer_loss():
+    from reptune.training.losses import relative_l2_loss
+
+    target = HIDDEN + torch.tensor([0.5, -0.5])
+    a = relative_l2_loss({3: HIDDEN}, {3: target}, MASK)
+    b = steer_loss({3: HIDDEN}, {3: target}, MASK)
+    assert a.loss.item() == b.loss.item()
+    by_hand = (math.sqrt(0.5) / target.norm(dim=-1)[MASK]).mean()
+    assert a.loss.item() == pytest.approx(by_hand.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="no target activation"):
+        relative_l2_loss({3: HIDDEN}, {4: target}, MASK)
+
+
+def test_reps_preference_loss_by_hand():
+    """-log sigmoid(beta+ l+(y_c) - l+(y)) - log sigmoid(beta- l-(y) - l-(y_c)), with
+    beta+ = max(log p(y) - log p(y_c), 1) and beta- = max(log p(y_c) - log p(y), 1)."""
+    from reptune.training.losses import reps_preference_loss
+
+    def nls(x):  # -log sigmoid(x)
+        return math.log1p(math.exp(-x))
+
+    pos_c = torch.tensor([-1.0, -2.0], requires_grad=True)
+    pos_y = torch.tensor([-3.0, -1.5])
+    neg_y = torch.tensor([-0.5, -2.5])
+    neg_c = torch.tensor([-2.0, -0.5])
+    ref_c = torch.tensor([-12.0, -4.0])  # summed: the base model finds y_c unlikely in row 0
+    ref_y = torch.tensor([-6.0, -7.5])
+    out = reps_preference_loss(pos_c, pos_y, neg_y, neg_c, ref_c, ref_y)
+    # row 0: beta+ = max(-6 + 12, 1) = 6, beta- = max(-12 + 6, 1) = 1
+    row0 = nls(6 * -1.0 - (-3.0)) + nls(1 * -0.5 - (-2.0))
+    # row 1: beta+ = max(-7.5 + 4, 1) = 1, beta- = max(-4 + 7.5, 1) = 3.5
+    row1 = nls(1 * -2.0 - (-1.5)) + nls(3.5 * -2.5 - (-0.5))
+    torch.testing.assert_close(out, torch.tensor([row0, row1]), rtol=1e-6, atol=1e-7)
+    out.sum().backward()
+    # d/d pos_c of -log sigmoid(6 * pos_c + 3) at pos_c = -1 is -6 * sigmoid(-(6 * -1 + 3))
+    assert pos_c.grad[0].item() == pytest.approx(-6 / (1 + math.exp(-3.0)), rel=1e-6)

@@ -37,6 +37,7 @@ FRONT_DOOR = [
     "SteeredModel",
     "SteeringVectors",
     "extract_vectors",
+    "learn_vectors",
     "load_caa_pairs",
     "load_jsonl_pairs",
     "load_model",

@@ -148,6 +148,8 @@ def _run(cmd, cwd):
     [
         ("cosine", ("rep_loss", "retain_loss", "cos_layer_1", "cos_layer_2")),
         ("steer", ("rep_loss", "steer_distance_layer_1", "steer_distance_layer_2")),
+        ("prompt", ("rep_loss", "prompt_distance_layer_1", "prompt_distance_layer_2")),
+        ("prompt+steer", ("rep_loss", "prompt_distance_layer_1", "prompt_distance_layer_2")),
     ],
 )
 def test_torchrun_two_processes_match_one_process(tmp_path, objective, metrics):

@@ -85,7 +85,13 @@ def main(argv) -> int:
     # Everything checkable is checked before the model loads.
     train_rows = load_rows(tune.data, tune.system)
     eval_rows = load_rows(tune.eval_data, tune.system) if tune.eval_data else None
-    if args.vectors is None and (args.rep_weight > 0 or args.rep_target == "steer"):
+    # The prompt objective needs vectors only for its combined target (--steer_coefficient).
+    prompt_alone = args.rep_target == "prompt" and args.steer_coefficient is None
+    if (
+        args.vectors is None
+        and not prompt_alone
+        and (args.rep_weight > 0 or args.rep_target == "steer")
+    ):
         raise ValueError(
             "rep_weight > 0 needs steering vectors: pass --vectors FOLDER (from `reptune "
             "extract`), or --rep_weight 0 --lm_weight 1 for token-only tuning"

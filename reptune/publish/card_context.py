@@ -33,7 +33,11 @@ KNOWN_BASE_MODELS = {"embedded:smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instru
 TUNING_LABELS: dict[str, str] = {
     "rep_layers": "Layers the representation loss acts on",
     "rep_positions": "Token positions of the representation loss",
-    "rep_target": "Target for the activations (toward / away from / orthogonal to the vector)",
+    "rep_target": "Target for the activations (toward / away from / orthogonal to the vector, "
+    "the steered model's, or the prompted model's)",
+    "steer_coefficient": "Coefficient of the steering imitated",
+    "target_instruction": "Instruction the prompted target saw in context",
+    "target_instruction_mode": "Where the instruction stood (system prompt or prefix)",
     "rep_weight": "Weight of the representation (cosine) loss",
     "lm_weight": "Weight of the token (causal-LM) loss",
     "retain_weight": "Weight of the retain loss",

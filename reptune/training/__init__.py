@@ -9,15 +9,19 @@ Example:
 
 from .collator import RepTuneCollator, parse_positions, position_mask
 from .config import RepTuneConfig
+from .learned_vectors import VectorLearner, learn_vectors
 from .losses import (
     TARGETS,
     cosine_loss,
     cosine_to_vector,
+    relative_l2_loss,
     representation_loss,
+    reps_preference_loss,
     retain_loss,
     steer_loss,
 )
 from .precision import check_precision
+from .prompt_target import PromptTargetCollator, instructed_chat, instructed_row
 from .trainer import (
     REPTUNE_CONFIG_NAME,
     REPTUNE_VECTORS_DIR,
@@ -30,17 +34,24 @@ __all__ = [
     "REPTUNE_CONFIG_NAME",
     "REPTUNE_VECTORS_DIR",
     "TARGETS",
+    "PromptTargetCollator",
     "RepTuneCollator",
     "RepTuneConfig",
     "RepTuneLossMixin",
     "RepTuneTrainer",
+    "VectorLearner",
     "check_precision",
     "cosine_loss",
     "cosine_to_vector",
     "freeze_except_layers",
+    "instructed_chat",
+    "instructed_row",
+    "learn_vectors",
     "parse_positions",
     "position_mask",
+    "relative_l2_loss",
     "representation_loss",
+    "reps_preference_loss",
     "retain_loss",
     "steer_loss",
 ]

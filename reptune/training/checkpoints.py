@@ -40,6 +40,8 @@ REPTUNE_VECTORS_DIR = "reptune_vectors"
 _RESUME_KEYS = (
     "rep_target",
     "steer_coefficient",
+    "target_instruction",
+    "target_instruction_mode",
     "coefficient_unit",
     "rep_weight",
     "lm_weight",

@@ -23,6 +23,8 @@ REP_FIELDS = (
     "rep_positions",
     "rep_target",
     "steer_coefficient",
+    "target_instruction",
+    "target_instruction_mode",
     "coefficient_unit",
     "rep_weight",
     "lm_weight",
@@ -71,7 +73,11 @@ class RepTuneConfig(TrainingArguments):
     ``rep`` is a cosine to the vector (``rep_target`` toward / away / orthogonal) or, with
     ``rep_target="steer"``, the relative L2 distance to what the steered model computes
     (``h_ref + steer_coefficient * v`` in ``coefficient_unit``, the unit ``SteeredModel`` takes):
-    the tuned model then behaves as steered without hooks. The defaults are the published
+    the tuned model then behaves as steered without hooks. With ``rep_target="prompt"`` the
+    target is the frozen model's activation with ``target_instruction`` in context (as a system
+    prompt or a prefix of the user turn), aligned token by token over the response (assistant
+    header and answer) while the trainee sees the plain prompt; a ``steer_coefficient`` adds
+    ``c * v`` on top of it. The defaults are the published
     honesty recipe: ``toward`` = ``(1 - cos)/2``, ``away`` = the
     same with ``-v``, ``orthogonal`` = ``|cos|``, averaged over layers and selected positions;
     ``0.01 * CE + 1 * cosine``; no retain term. ``rep_weight=0`` (with ``lm_weight=1``) is the
@@ -171,7 +177,9 @@ class RepTuneConfig(TrainingArguments):
         metadata={
             "help": "Pull the activations 'toward' the vector ((1 - cos)/2), 'away' from it "
             "((1 + cos)/2), make them 'orthogonal' to it (|cos|), or 'steer': match what the "
-            "model steered with steer_coefficient computes (relative L2 distance).",
+            "model steered with steer_coefficient computes (relative L2 distance), or 'prompt': "
+            "match what the frozen model computes with target_instruction in context (relative "
+            "L2 distance over the response tokens).",
             "choices": list(TARGETS),
         },
     )
@@ -180,7 +188,23 @@ class RepTuneConfig(TrainingArguments):
         metadata={
             "help": "With rep_target='steer': the coefficient of the steered model to imitate, "
             "in coefficient_unit (as SteeredModel takes it; it steers rep_layers at "
-            "rep_positions)."
+            "rep_positions). With rep_target='prompt' (optional): add this times the vector to "
+            "the prompted target."
+        },
+    )
+    target_instruction: str | None = field(
+        default=None,
+        metadata={
+            "help": "With rep_target='prompt': the behaviour instruction the frozen model sees "
+            "(the trainee sees the plain prompt)."
+        },
+    )
+    target_instruction_mode: str = field(
+        default="system",
+        metadata={
+            "help": "Where target_instruction goes: 'system' (the system prompt, before a row's "
+            "own system text) or 'prefix' (before the user's prompt).",
+            "choices": ["system", "prefix"],
         },
     )
     coefficient_unit: str = field(
@@ -281,11 +305,12 @@ class RepTuneConfig(TrainingArguments):
                     "rep_target='steer' needs steer_coefficient: the finite coefficient of the "
                     f"steered model to imitate (in {self.coefficient_unit!r} units), got {c!r}"
                 )
-        elif self.steer_coefficient is not None:
+        elif self.steer_coefficient is not None and self.rep_target != "prompt":
             raise ValueError(
-                f"steer_coefficient is only used with rep_target='steer' (rep_target is "
-                f"{self.rep_target!r}): drop it or set rep_target='steer'"
+                f"steer_coefficient is only used with rep_target='steer' or 'prompt' (rep_target "
+                f"is {self.rep_target!r}): drop it or set rep_target='steer'"
             )
+        self._check_prompt_target()
         if self.max_length is not None and (
             not isinstance(self.max_length, int) or self.max_length < 2
         ):
@@ -316,6 +341,35 @@ class RepTuneConfig(TrainingArguments):
         # the wrong file.
         check_precision(self)
         super().__post_init__()
+
+    def _check_prompt_target(self) -> None:
+        c = self.steer_coefficient
+        if c is not None and (
+            isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c)
+        ):
+            raise ValueError(f"steer_coefficient must be a finite number, got {c!r}")
+        if self.target_instruction_mode not in ("system", "prefix"):
+            raise ValueError(
+                f"target_instruction_mode must be 'system' or 'prefix', got "
+                f"{self.target_instruction_mode!r}"
+            )
+        if self.rep_target != "prompt":
+            if self.target_instruction is not None:
+                raise ValueError(
+                    "target_instruction is only used with rep_target='prompt': drop it or set "
+                    "rep_target='prompt'"
+                )
+            return
+        if not isinstance(self.target_instruction, str) or not self.target_instruction.strip():
+            raise ValueError(
+                "rep_target='prompt' needs target_instruction: the behaviour instruction the "
+                "frozen model sees in context (e.g. 'Answer in a cheerful tone.')"
+            )
+        if self.retain_weight > 0:
+            raise ValueError(
+                "rep_target='prompt' takes its reference pass on the prompted input, so it "
+                "cannot feed the retain term: set retain_weight=0"
+            )
 
     def rep_settings(self) -> dict[str, Any]:
         """The reptune fields as JSON-ready values (vector objects become a description)."""

@@ -10,7 +10,9 @@ layers and positions; combined as ``0.01 * token_CE + 1 * cosine``.
 The ``steer`` objective (:func:`steer_loss`) makes the tuned model compute what a steered model
 computes: at each selected position and layer, the relative L2 distance between the tuned
 activation and the target ``h_ref + c * v``, taken from the frozen model with the steering
-applied.
+applied. The ``prompt`` objective uses the same distance (:func:`relative_l2_loss`) to the frozen
+model's activation with the behaviour instruction in context. :func:`reps_preference_loss` is
+the bidirectional preference loss that trains steering vectors themselves.
 
 Normalisation: each function returns ``sum over layers and selected positions / (n_layers * N)``.
 ``N`` defaults to the number of selected positions in the tensors given (a plain mean); the
@@ -35,13 +37,16 @@ __all__ = [
     "representation_loss",
     "retain_loss",
     "steer_loss",
+    "relative_l2_loss",
+    "reps_preference_loss",
 ]
 
 #: Where the cosine loss pulls the activations: along ``+v``, along ``-v``, or perpendicular to it.
 COSINE_TARGETS = ("toward", "away", "orthogonal")
-#: Every representation objective: the three cosine targets, and ``steer`` (behave like the
-#: steered model: :func:`steer_loss`).
-TARGETS = (*COSINE_TARGETS, "steer")
+#: Every representation objective: the three cosine targets, ``steer`` (behave like the steered
+#: model: :func:`steer_loss`) and ``prompt`` (behave like the model with the behaviour instruction
+#: in context: :func:`relative_l2_loss`).
+TARGETS = (*COSINE_TARGETS, "steer", "prompt")
 
 
 class RepLossOutput(NamedTuple):
@@ -222,7 +227,7 @@ def retain_loss(
     return RepLossOutput(total / _normaliser(num_positions, count, len(hidden)), dist_sums, count)
 
 
-def steer_loss(
+def relative_l2_loss(
     hidden: Mapping[int, torch.Tensor],
     targets: Mapping[int, torch.Tensor],
     mask: torch.Tensor | None = None,
@@ -230,27 +235,25 @@ def steer_loss(
     sparse_grad: bool = False,
     eps: float = 1e-6,
 ) -> RepLossOutput:
-    """Relative L2 distance to the steered model's activations, per position.
+    """Relative L2 distance to a target activation, per position.
 
     ``sum over layers and selected positions of ||h - t||_2 / ||t||_2`` divided by ``n_layers *
-    num_positions``, where ``t = h_ref + c * v`` is what the steered (frozen) model computes at
-    that layer. Relative to the target's norm because residual norms differ by orders of
+    num_positions``. Relative to the target's norm because residual norms differ by orders of
     magnitude between layers, models and token positions (the attention-sink token's is many
     times the others'): a raw L2 or MSE would let a few tokens and the deepest layers dominate,
     and a weight tuned on one model would mean something else on another. Unlike a cosine to the
-    target, it also asks for the right length, which is where a steering shift lives when the
-    shift is small next to the activation. ``stat_sums`` hold the per-layer sums of the relative
-    distance (0 = the tuned model computes exactly what the steered model does).
+    target, it also asks for the right length. ``targets`` carry no gradient; ``stat_sums`` hold
+    the per-layer sums of the relative distance (0 = the target is reached exactly).
 
     Example:
-        >>> out = steer_loss({10: h_tuned}, {10: h_ref + 0.2 * v}, mask)
+        >>> out = relative_l2_loss({10: h_tuned}, {10: h_prompted}, mask)
         >>> out.loss.backward()
     """
     if not hidden:
-        raise ValueError("steer_loss needs at least one layer")
+        raise ValueError("relative_l2_loss needs at least one layer")
     missing = [layer for layer in hidden if layer not in targets]
     if missing:
-        raise ValueError(f"no steering target for layers {missing}")
+        raise ValueError(f"no target activation for layers {missing}")
     first = next(iter(hidden.values()))
     index, count = _selection(mask, first)
     total = first.new_zeros((), dtype=torch.float32)
@@ -263,3 +266,61 @@ def steer_loss(
         total = total + rel.sum()
         dist_sums[layer] = rel.detach().sum()
     return RepLossOutput(total / _normaliser(num_positions, count, len(hidden)), dist_sums, count)
+
+
+def steer_loss(
+    hidden: Mapping[int, torch.Tensor],
+    targets: Mapping[int, torch.Tensor],
+    mask: torch.Tensor | None = None,
+    num_positions: int | torch.Tensor | None = None,
+    sparse_grad: bool = False,
+    eps: float = 1e-6,
+) -> RepLossOutput:
+    """Relative L2 distance to the steered model's activations (:func:`relative_l2_loss`).
+
+    ``t = h_ref + c * v`` is what the steered (frozen) model computes at that layer. Where the
+    steering shift is small next to the activation, the distance still asks for it, since it
+    asks for the right length and direction alike.
+
+    Example:
+        >>> out = steer_loss({10: h_tuned}, {10: h_ref + 0.2 * v}, mask)
+        >>> out.loss.backward()
+    """
+    missing = [layer for layer in hidden if layer not in targets]
+    if missing:
+        raise ValueError(f"no steering target for layers {missing}")
+    return relative_l2_loss(hidden, targets, mask, num_positions, sparse_grad, eps)
+
+
+def reps_preference_loss(
+    positive_behaviour: torch.Tensor,
+    positive_base: torch.Tensor,
+    negative_base: torch.Tensor,
+    negative_behaviour: torch.Tensor,
+    reference_behaviour: torch.Tensor,
+    reference_base: torch.Tensor,
+) -> torch.Tensor:
+    """The bidirectional preference loss of RePS, per pair (Wu et al. 2025, arXiv 2505.20809).
+
+    Inputs are per-pair log-likelihoods of the behaviour answer ``y_c`` and the base answer ``y``
+    to the same prompt. ``positive_*`` and ``negative_*``: *length-normalised* (mean per token)
+    under positive steering and under null or negative steering; ``reference_*``: *summed*
+    log-likelihoods under the unsteered model, which carry no gradient. With
+
+        beta+ = max(log p(y|x) - log p(y_c|x), 1),  beta- = max(log p(y_c|x) - log p(y|x), 1)
+
+    the loss is ``-log sigmoid(beta+ * l+(y_c) - l+(y)) - log sigmoid(beta- * l-(y) - l-(y_c))``:
+    positive steering should prefer the behaviour answer, null or negative steering the base
+    answer; the margin weight beta grows where the unsteered model finds the answer to promote
+    unlikely (RePS's Eq. for Delta+ and Delta-; EasyEdit2's ``scaled_simpo`` loss is the one
+    direction of it). Returns the per-pair losses (take ``.mean()``).
+
+    Example:
+        >>> loss = reps_preference_loss(lp_c, lp_y, ln_y, ln_c, ref_c, ref_y).mean()
+    """
+    ref_c, ref_y = reference_behaviour.detach().float(), reference_base.detach().float()
+    beta_pos = torch.clamp(ref_y - ref_c, min=1.0)
+    beta_neg = torch.clamp(ref_c - ref_y, min=1.0)
+    pos = beta_pos * positive_behaviour.float() - positive_base.float()
+    neg = beta_neg * negative_base.float() - negative_behaviour.float()
+    return -torch.nn.functional.logsigmoid(pos) - torch.nn.functional.logsigmoid(neg)

@@ -43,8 +43,9 @@ from ..layers import unwrap_model
 from ..version import __version__
 from .checkpoints import REPTUNE_VECTORS_DIR, check_resume, write_rep_files
 from .config import REP_FIELDS
-from .losses import representation_loss, retain_loss, steer_loss
+from .losses import relative_l2_loss, representation_loss, retain_loss, steer_loss
 from .parameters import parameter_groups
+from .prompt_target import PROMPT_TARGET_KEYS, prompted_targets
 from .setup import RepTuneSetup
 
 __all__ = ["RepTuneLossMixin"]
@@ -147,6 +148,7 @@ class RepTuneLossMixin(RepTuneSetup):
             self._router.clear()  # a step that failed before its backward
         inputs = dict(inputs)
         masks = {k: inputs.pop(k, None) for k in ("rep_mask", "retain_mask")}
+        prompted = {k: inputs.pop(k) for k in PROMPT_TARGET_KEYS if k in inputs}
         if not self._rep_active:
             return super().compute_loss(
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
@@ -156,7 +158,10 @@ class RepTuneLossMixin(RepTuneSetup):
             {**inputs, **{k: v for k, v in masks.items() if v is not None}}
         )
         grad = torch.is_grad_enabled()
-        reference = self._reference(model, inputs, rep_mask) if self._reference else {}
+        if self._prompt_target:
+            reference = prompted_targets(self._reference, model, prompted, rep_mask)
+        else:
+            reference = self._reference(model, inputs, rep_mask) if self._reference else {}
         # Token-only runs (rep_weight 0) still measure the representation, detached: the graph
         # and the loss stay exactly the plain Trainer's.
         rec = Recorder(detach=not (grad and (cfg.rep_weight > 0 or cfg.retain_weight > 0)))
@@ -208,6 +213,11 @@ class RepTuneLossMixin(RepTuneSetup):
                 targets = {k: reference[k] for k in self.rep_layers}
                 out = steer_loss(hidden, targets, rep_mask, num_positions=n_rep, sparse_grad=sparse)
                 stat = "steer_distance_layer_{}"
+            elif self._prompt_target:
+                out = relative_l2_loss(
+                    hidden, reference, rep_mask, num_positions=n_rep, sparse_grad=sparse
+                )
+                stat = "prompt_distance_layer_{}"
             else:
                 vectors = self._vectors_like(hidden[self.rep_layers[0]])
                 out = representation_loss(

@@ -45,6 +45,7 @@ class RepTuneSetup:
         self.rep_config = cfg
         check_launch(self.args, self.is_fsdp_enabled)
         self._steer = cfg.rep_target == "steer"
+        self._prompt_target = cfg.rep_target == "prompt"
         self._positions = (
             parse_positions(cfg.rep_positions),
             parse_positions(cfg.retain_positions),
@@ -57,25 +58,14 @@ class RepTuneSetup:
         model = self.model
         n_layers = num_layers(model, cfg.layer_path)
         self.rep_vectors = as_vectors(vectors if vectors is not None else cfg.vectors)
-        if self.rep_vectors is None and (cfg.rep_weight > 0 or self._steer):
+        # The prompt objective needs a vector only for its combined target (prompted + c * v).
+        needs_vectors = not self._prompt_target or cfg.steer_coefficient is not None
+        if self.rep_vectors is None and needs_vectors and (cfg.rep_weight > 0 or self._steer):
             raise ValueError(
                 "rep_weight > 0 needs steering vectors: pass vectors= (a SteeringVectors or a "
                 "folder) or set the config's `vectors`, or set rep_weight=0 for token-only tuning"
             )
-        self.rep_layers: list[int] = []
-        if self.rep_vectors is not None:
-            self.rep_vectors.check_compatible(model)
-            wanted = cfg.rep_layers if cfg.rep_layers is not None else self.rep_vectors.layers
-            self.rep_layers = check_layers(list(wanted), n_layers)
-            absent = [layer for layer in self.rep_layers if layer not in self.rep_vectors]
-            if absent:
-                raise ValueError(
-                    f"rep_layers {absent} have no steering vector (the vectors cover layers "
-                    f"{self.rep_vectors.layers})"
-                )
-            # Plain float32 tensors kept off the model: never parameters or buffers, so ZeRO-3
-            # and FSDP never partition them; moved to the activations' device when used.
-            self._vectors = {k: self.rep_vectors[k].detach().float().cpu() for k in self.rep_layers}
+        self.rep_layers = self._resolve_rep_layers(cfg, n_layers, needs_vectors)
         self.retain_layers: list[int] = []
         if cfg.retain_weight > 0:
             wanted = cfg.retain_layers if cfg.retain_layers is not None else self.rep_layers
@@ -110,16 +100,47 @@ class RepTuneSetup:
             self._check_zero3_save()
         self._check_datasets()
 
+    def _resolve_rep_layers(self, cfg, n_layers: int, needs_vectors: bool) -> list[int]:
+        """The rep layers, checked against the model and (when a vector is used) the vectors."""
+        if self.rep_vectors is not None:
+            self.rep_vectors.check_compatible(self.model)
+        if self.rep_vectors is not None and needs_vectors:
+            wanted = cfg.rep_layers if cfg.rep_layers is not None else self.rep_vectors.layers
+            layers = check_layers(list(wanted), n_layers)
+            absent = [layer for layer in layers if layer not in self.rep_vectors]
+            if absent:
+                raise ValueError(
+                    f"rep_layers {absent} have no steering vector (the vectors cover layers "
+                    f"{self.rep_vectors.layers})"
+                )
+            # Plain float32 tensors kept off the model: never parameters or buffers, so ZeRO-3
+            # and FSDP never partition them; moved to the activations' device when used.
+            self._vectors = {k: self.rep_vectors[k].detach().float().cpu() for k in layers}
+            return layers
+        if not self._prompt_target:
+            return []
+        wanted = cfg.rep_layers
+        if wanted is None and self.rep_vectors is not None:
+            wanted = self.rep_vectors.layers
+        if wanted is None:
+            raise ValueError(
+                "rep_target='prompt' without vectors needs rep_layers: the layers whose "
+                "activations should match the prompted model's"
+            )
+        return check_layers(list(wanted), n_layers)
+
     def _build_reference(self, ref_model) -> ReferencePass | None:
         cfg = self.rep_config
         steer = {}
-        if self._steer and self.rep_layers:
+        combined = self._prompt_target and cfg.steer_coefficient is not None
+        if (self._steer or combined) and self.rep_layers:
             self.rep_vectors.check_unit(cfg.coefficient_unit, self.rep_layers)
             c = float(cfg.steer_coefficient)
             steer = {
                 k: c * self.rep_vectors.direction(k, cfg.coefficient_unit) for k in self.rep_layers
             }
-        record = sorted(set(self.retain_layers) | set(steer))
+        prompted = set(self.rep_layers) if self._prompt_target else set()
+        record = sorted(set(self.retain_layers) | set(steer) | prompted)
         if not record:
             return None
         sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled
@@ -188,7 +209,7 @@ class RepTuneSetup:
 
     def _check_datasets(self) -> None:
         """Raise before training when ``rep_positions`` selects no token of some row."""
-        if self.rep_vectors is None or self.data_collator is None:
+        if not self.rep_layers or self.data_collator is None:
             return
         named = [("train", self.train_dataset)]
         evals = self.eval_dataset
@@ -208,6 +229,12 @@ class RepTuneSetup:
                     f"{len(bad)} of {n} {name} rows (first rows: {bad[:5]}): the position lies "
                     "outside those sequences (prompt shorter than the offset, empty completion, "
                     "or no labelled completion). Change rep_positions or fix the data."
+                    + (
+                        " With rep_target='prompt' only the response (assistant header and "
+                        "answer) is aligned: use rep_positions='all' or 'completion'."
+                        if self._prompt_target
+                        else ""
+                    )
                 )
 
     # -- masks and normalisation -------------------------------------------------------------

@@ -19,6 +19,7 @@ from .collator import COLLATOR_COLUMNS, RepTuneCollator
 from .config import RepTuneConfig
 from .mixin import RepTuneLossMixin
 from .parameters import freeze_except_layers
+from .prompt_target import PromptTargetCollator
 from .reference import is_peft_model
 
 __all__ = [
@@ -36,7 +37,9 @@ class RepTuneTrainer(RepTuneLossMixin, Trainer):
     Loss: ``lm_weight * token_CE + rep_weight * rep + retain_weight * retain`` (see
     :class:`RepTuneConfig`). The representation term reads the decoder-block outputs at
     ``rep_layers`` and ``rep_positions`` through :func:`reptune.hooks.intervene`: a cosine to the
-    vector, or with ``rep_target="steer"`` the distance to what the steered model computes. The
+    vector, or with ``rep_target="steer"`` the distance to what the steered model computes (with
+    ``rep_target="prompt"``: to what the frozen model computes with the instruction in context,
+    its batches built by :class:`PromptTargetCollator`). The
     retain term compares the outputs at ``retain_layers`` with the original model's (PEFT: the
     adapter disabled, one extra no-grad pass). Logs ``lm_loss``, ``rep_loss``, ``retain_loss``
     and per-layer ``cos_layer_<i>`` or ``steer_distance_layer_<i>`` for train and eval.
@@ -121,13 +124,23 @@ class RepTuneTrainer(RepTuneLossMixin, Trainer):
         if data_collator is None:
             if processing_class is None:
                 raise ValueError("pass processing_class=tokenizer (or a data_collator)")
-            data_collator = RepTuneCollator(
-                processing_class,
-                rep_positions=args.rep_positions,
-                retain_positions=args.retain_positions if args.retain_weight > 0 else None,
-                max_length=args.max_length,
-                completion_eos=args.completion_eos,
-            )
+            if args.rep_target == "prompt":
+                data_collator = PromptTargetCollator(
+                    processing_class,
+                    args.target_instruction,
+                    args.target_instruction_mode,
+                    rep_positions=args.rep_positions,
+                    max_length=args.max_length,
+                    completion_eos=args.completion_eos,
+                )
+            else:
+                data_collator = RepTuneCollator(
+                    processing_class,
+                    rep_positions=args.rep_positions,
+                    retain_positions=args.retain_positions if args.retain_weight > 0 else None,
+                    max_length=args.max_length,
+                    completion_eos=args.completion_eos,
+                )
         super().__init__(
             model=model,
             args=args,

@@ -31,7 +31,13 @@ __all__, __getattr__, __dir__ = lazy_exports(
             "split_dev_test",
         ),
         ".stages": ("StageRunner", "settings_fingerprint"),
-        ".variants": ("DevSelection", "load_variant", "steered_rows", "train_variant"),
+        ".variants": (
+            "DevSelection",
+            "load_variant",
+            "prompted_rows",
+            "steered_rows",
+            "train_variant",
+        ),
     },
     globals(),
 )

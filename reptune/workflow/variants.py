@@ -1,5 +1,5 @@
 """Tuned variants: train one from a fresh base model, pick its checkpoint on dev data, save it,
-load it back; and the self-generated training rows a steered model writes.
+load it back; and the self-generated training rows a steered or a prompted model writes.
 
 Example:
     >>> rows = steered_rows(model, tok, train_prompts, steered, coefficient=0.2)
@@ -26,7 +26,7 @@ from ..io import recover_folder
 from ..pairs import format_chat
 from .args import ModelArguments
 
-__all__ = ["DevSelection", "train_variant", "load_variant", "steered_rows"]
+__all__ = ["DevSelection", "train_variant", "load_variant", "steered_rows", "prompted_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -212,3 +212,37 @@ def steered_rows(
                 }
             )
     return rows
+
+
+def prompted_rows(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    instruction: str,
+    mode: str = "system",
+    *,
+    max_new_tokens: int = 32,
+    batch_size: int = 16,
+    system: str | None = None,
+) -> list[dict]:
+    """Training rows ``{"prompt", "completion"}`` whose completions the prompted model wrote.
+
+    Each prompt is answered greedily with ``instruction`` in context (``mode``: in the system
+    prompt or before the prompt, as ``rep_target="prompt"`` puts it); the row keeps the plain
+    prompt, so the trainee learns to answer so without the instruction. Rows with an empty
+    answer are dropped.
+
+    Example:
+        >>> rows = prompted_rows(model, tok, prompts, "Answer in a cheerful tone.")
+    """
+    from ..training.prompt_target import instructed_chat
+
+    chat = [instructed_chat(tokenizer, p, instruction, mode, system) for p in prompts]
+    texts = generate_texts(
+        model, tokenizer, chat, max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
+    return [
+        {"prompt": prompt, "completion": text.strip(), **({"system": system} if system else {})}
+        for prompt, text in zip(prompts, texts)
+        if text.strip()
+    ]

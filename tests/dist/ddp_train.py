@@ -3,7 +3,8 @@
 Run as one process (``python ddp_train.py OUT BATCH [OBJECTIVE]``) or under
 ``python -m torch.distributed.run --standalone --nproc_per_node 2 ddp_train.py OUT BATCH``; the
 test compares the two. ``BATCH`` is the per-device batch size; ``OBJECTIVE`` is ``cosine`` (the
-published loss plus retain, the default) or ``steer`` (the steer objective).
+published loss plus retain, the default), ``steer`` (the steer objective), ``prompt`` (the prompt
+objective) or ``prompt+steer`` (its combined target).
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ def main(out: str, batch: int, objective: str = "cosine") -> None:
     out_dir = Path(out)
     if objective == "steer":
         terms = dict(rep_target="steer", steer_coefficient=2.0, coefficient_unit="raw")
+    elif objective == "prompt":
+        terms = dict(rep_target="prompt", target_instruction="Answer with a happy tone.")
+    elif objective == "prompt+steer":
+        terms = dict(
+            rep_target="prompt",
+            target_instruction="Answer with a happy tone.",
+            steer_coefficient=2.0,
+            coefficient_unit="raw",
+        )
     else:
         terms = dict(retain_weight=0.3, retain_layers=[3])
     args = make_args(
