@@ -58,7 +58,7 @@ class PromptRankRelevance(Scorer):
         *,
         n_other_prompts: int | None = 8,
         output: str = "posterior",
-        reference_tokens: int = 16,
+        reference_tokens: int = 8,
         max_answer_tokens: int | None = 48,
         seed: int = 0,
     ):
