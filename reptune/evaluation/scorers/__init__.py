@@ -6,7 +6,7 @@ judge, for report columns), an ``axis`` ("behaviour", "fluency", "relevance"),
 
 - behaviour: :class:`VaderSentiment` (sentiment), :class:`AxBenchJudge` (any behaviour, LLM
   judge over an OpenAI-compatible endpoint), :class:`ClassifierScorer` (a HuggingFace
-  text classifier), :class:`SelfJudgePositivity` (the model under test, labelled as such);
+  text classifier), :class:`SelfJudge` (the model under test, labelled as such);
 - fluency: :class:`JudgeNLL` (per-token NLL under a judge LM of another family),
   :class:`DistinctN`, :class:`RepeatedNgramRate`; :class:`AxBenchJudge` (aspect "fluency");
 - relevance: :class:`PromptRankRelevance`; :class:`AxBenchJudge` (aspect "instruction");
@@ -32,8 +32,8 @@ from .judge_lm import (
 )
 from .llm_judge import ASPECTS, AxBenchJudge, judge_prompt, parse_rating
 from .relevance import PromptRankRelevance
-from .self_judge import SELF_JUDGE_NAME, SelfJudgePositivity
-from .sentiment import VADER_INSTALL, VaderSentiment
+from .self_judge import SELF_JUDGE_NAME, SelfJudge
+from .vader import VADER_INSTALL, VaderSentiment
 from .validation import (
     Agreement,
     agreement,
@@ -55,7 +55,7 @@ __all__ = [
     "judge_prompt",
     "parse_rating",
     "ClassifierScorer",
-    "SelfJudgePositivity",
+    "SelfJudge",
     "SELF_JUDGE_NAME",
     "JudgeLM",
     "EMBEDDED_JUDGE",
