@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from numbers import Number
 
 import torch
 from torch import nn
@@ -51,6 +52,7 @@ __all__ = [
 Intervention = Callable[[torch.Tensor, torch.Tensor, "CallPositions"], torch.Tensor | None]
 
 _PROMPT_END_ATTR = "_reptune_prompt_end"
+_PROMPT_ENDS_MEMO_ATTR = "_reptune_prompt_ends_memo"
 
 
 class StopForward(Exception):
@@ -96,7 +98,11 @@ class _CallTracker:
         self.last_prompt_end: torch.Tensor | None = None
         self.current: CallPositions | None = None
 
-    def __call__(self, module, args, kwargs):
+    def _arguments(self, args, kwargs) -> Mapping:
+        """The call's arguments by name (read only). Keyword-only calls, as ``generate`` makes
+        them, skip signature binding."""
+        if not args:
+            return kwargs
         try:
             bound = self.signature.bind_partial(*args, **kwargs).arguments
         except TypeError:
@@ -104,6 +110,10 @@ class _CallTracker:
         extra = bound.pop("kwargs", None)
         if isinstance(extra, Mapping):
             bound.update(extra)
+        return bound
+
+    def __call__(self, module, args, kwargs):
+        bound = self._arguments(args, kwargs)
         ids = bound.get("input_ids")
         embeds = bound.get("inputs_embeds")
         ref = ids if ids is not None else embeds
@@ -129,7 +139,7 @@ class _CallTracker:
             limit = q if end is None else int(end)
             # Each row's prompt ends after its last real token: a right-padded row counts its
             # offsets from its own end, not from the padded width.
-            end = prompt_ends(mask, limit) if has_mask else torch.full((batch,), limit)
+            end = self._prompt_ends(mask, limit, past, cache) if has_mask else limit
             if past == 0:
                 self.last_prompt_end = end
         else:
@@ -155,7 +165,23 @@ class _CallTracker:
             real=real.to(device),
             prompt_end=end,
             past_length=past,
+            all_real=None if has_mask else True,
         )
+
+    @staticmethod
+    def _prompt_ends(mask: torch.Tensor, limit: int, past: int, cache) -> torch.Tensor:
+        """``prompt_ends(mask, limit)``, computed once per cache: the decode steps of one
+        generation see the same prompt columns, so they reuse what their first call found."""
+        memo = getattr(cache, _PROMPT_ENDS_MEMO_ATTR, None)
+        if past >= limit and memo is not None and memo[0] == limit:
+            return memo[1]
+        end = prompt_ends(mask, limit)
+        if cache is not None:
+            try:
+                setattr(cache, _PROMPT_ENDS_MEMO_ATTR, (limit, end))
+            except AttributeError:  # a cache type that refuses new attributes
+                pass
+        return end
 
 
 def _backbone(model: nn.Module, layer_path: str | None) -> tuple[nn.Module, nn.ModuleList]:
@@ -250,9 +276,10 @@ def forward_until(
 
 
 def _as_coefficient(coefficient, batch: int, device, dtype) -> torch.Tensor:
+    """One coefficient per row ``(batch,)``, or ``(1,)`` for a single value (it broadcasts)."""
     coef = torch.as_tensor(coefficient, device=device, dtype=dtype).reshape(-1)
     if coef.numel() == 1:
-        return coef.expand(batch)
+        return coef
     if batch % coef.numel():
         raise ValueError(
             f"coefficient has {coef.numel()} values but the batch has {batch} rows: pass one "
@@ -262,24 +289,63 @@ def _as_coefficient(coefficient, batch: int, device, dtype) -> torch.Tensor:
     return coef.repeat_interleave(batch // coef.numel())
 
 
+def _unchanged_key(vector: torch.Tensor, coefficient) -> tuple | None:
+    """What says that ``vector`` and ``coefficient`` are the ones a product was cached from
+    (identity and in-place version); None when the product must not be cached (gradients,
+    inference tensors, mutable sequences)."""
+    if vector.requires_grad or vector.is_inference():
+        return None
+    if isinstance(coefficient, torch.Tensor):
+        if coefficient.requires_grad or coefficient.is_inference():
+            return None
+        return (id(vector), vector._version, id(coefficient), coefficient._version)
+    if type(coefficient) in (float, int) or isinstance(coefficient, Number):
+        return (id(vector), vector._version, coefficient)
+    return None
+
+
 class AddVector:
     """Intervention adding ``coefficient * vector`` at the selected positions.
 
-    ``coefficient`` is a float or a tensor with one value per batch row.
+    ``coefficient`` is a float or a tensor with one value per batch row. The product
+    ``coefficient * vector`` is computed once per batch size, device and dtype (again if the
+    vector or coefficient tensor is changed in place, or always when either needs gradients).
+    When a call selects every token (positions ``"all"``, no padding among the current tokens)
+    the edit is a single add of that product, bit-identical to the masked add;
+    ``fast_calls`` counts those calls.
 
     Example:
         >>> with intervene(model, {5: AddVector(v, 4.0)}, positions="all"):
         ...     model.generate(**batch)
     """
 
+    #: Take the unmasked add when a call selects every token (off: always the masked add).
+    fast_path = True
+
     def __init__(self, vector: torch.Tensor, coefficient: float | torch.Tensor = 1.0):
         self.vector = vector
         self.coefficient = coefficient
+        self.fast_calls = 0
+        self._deltas: dict = {}
+
+    def delta(self, batch: int, device, dtype) -> torch.Tensor:
+        """``coefficient * vector`` as ``(rows, 1, hidden)``, rows being 1 or ``batch``."""
+        versions = _unchanged_key(self.vector, self.coefficient)
+        key = (batch, device, dtype)
+        cached = self._deltas.get(key)
+        if versions is not None and cached is not None and cached[0] == versions:
+            return cached[1]
+        vec = self.vector.to(device, dtype)
+        delta = _as_coefficient(self.coefficient, batch, device, dtype).view(-1, 1, 1) * vec
+        if versions is not None:
+            self._deltas[key] = (versions, delta)
+        return delta
 
     def __call__(self, hidden, mask, call):
-        vec = self.vector.to(hidden.device, hidden.dtype)
-        coef = _as_coefficient(self.coefficient, hidden.shape[0], hidden.device, hidden.dtype)
-        delta = coef.view(-1, 1, 1) * vec
+        delta = self.delta(hidden.shape[0], hidden.device, hidden.dtype)
+        if self.fast_path and call is not None and call.selects_every_token(mask):
+            self.fast_calls += 1
+            return hidden + delta
         return hidden + mask.unsqueeze(-1).to(hidden.dtype) * delta
 
 
