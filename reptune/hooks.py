@@ -95,7 +95,7 @@ class _CallTracker:
         self.signature = inspect.signature(backbone.forward)
         self.prompt_length = prompt_length
         self.positions = positions
-        self.last_prompt_end: torch.Tensor | None = None
+        self.last_prompt_end: torch.Tensor | int | None = None
         self.current: CallPositions | None = None
 
     def _arguments(self, args, kwargs) -> Mapping:
