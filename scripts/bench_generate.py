@@ -132,7 +132,7 @@ def profile_step(generate, steps: int) -> dict:
     tracker_line = inspect.getsourcelines(hooks._CallTracker.__call__)[1]
     rows, entry = {}, 0.0
     for (path, line, name), (_, calls, _, cumtime, _) in pstats.Stats(prof).stats.items():
-        if path.endswith(("reptune/hooks.py", "reptune/positions.py")):
+        if path.endswith(("reptune/hooks.py", "reptune/positions.py", "reptune/interventions.py")):
             key = f"{path.rsplit('/', 1)[1]}:{line}({name})"
             rows[key] = (calls / steps, cumtime / steps * 1e6)
             if path.endswith("hooks.py") and (name == "hook" or line == tracker_line):
