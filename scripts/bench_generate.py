@@ -9,10 +9,14 @@ Runs alternate (plain, steered, steered, plain, ...) and each ratio is the media
 from wall time and from process CPU time, so drift on a shared machine hits both sides alike.
 Model, vectors and prompts come from fixed seeds (no download). The last line is one JSON object.
 
-    python scripts/bench_generate.py                       # CPU, 2 threads, ~1-2 minutes quiet
+    python scripts/bench_generate.py                       # CPU, 2 threads
+    python scripts/bench_generate.py --threads 1           # a busy machine (see below)
     python scripts/bench_generate.py --profile             # + host cost of one decode step
     python scripts/bench_generate.py --device cuda --dtype bfloat16 --preset llama-1b \\
         --steer-layers all --batch 32 --no-sweep           # tokens/s on a GPU
+
+On a machine whose cores other processes keep busy, two threads wait on each other and one
+generate can take ten times longer than with one thread; measure there with ``--threads 1``.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--prompt-length", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=9, help="interleaved plain/steered pairs")
+    p.add_argument("--repeats", type=int, default=7, help="interleaved plain/steered pairs")
     p.add_argument("--sweep-repeats", type=int, default=3)
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--profile", action="store_true", help="cProfile one steered generate")
