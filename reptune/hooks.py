@@ -21,6 +21,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from .interventions import AblateVector, AddVector
 from .layers import LAYER_PATHS, _get_path, check_layers, find_layers, unwrap_model
 from .positions import (
     CallPositions,
@@ -51,6 +52,7 @@ __all__ = [
 Intervention = Callable[[torch.Tensor, torch.Tensor, "CallPositions"], torch.Tensor | None]
 
 _PROMPT_END_ATTR = "_reptune_prompt_end"
+_PROMPT_ENDS_MEMO_ATTR = "_reptune_prompt_ends_memo"
 
 
 class StopForward(Exception):
@@ -93,10 +95,14 @@ class _CallTracker:
         self.signature = inspect.signature(backbone.forward)
         self.prompt_length = prompt_length
         self.positions = positions
-        self.last_prompt_end: torch.Tensor | None = None
+        self.last_prompt_end: torch.Tensor | int | None = None
         self.current: CallPositions | None = None
 
-    def __call__(self, module, args, kwargs):
+    def _arguments(self, args, kwargs) -> Mapping:
+        """The call's arguments by name (read only). Keyword-only calls, as ``generate`` makes
+        them, skip signature binding."""
+        if not args:
+            return kwargs
         try:
             bound = self.signature.bind_partial(*args, **kwargs).arguments
         except TypeError:
@@ -104,6 +110,10 @@ class _CallTracker:
         extra = bound.pop("kwargs", None)
         if isinstance(extra, Mapping):
             bound.update(extra)
+        return bound
+
+    def __call__(self, module, args, kwargs):
+        bound = self._arguments(args, kwargs)
         ids = bound.get("input_ids")
         embeds = bound.get("inputs_embeds")
         ref = ids if ids is not None else embeds
@@ -129,7 +139,7 @@ class _CallTracker:
             limit = q if end is None else int(end)
             # Each row's prompt ends after its last real token: a right-padded row counts its
             # offsets from its own end, not from the padded width.
-            end = prompt_ends(mask, limit) if has_mask else torch.full((batch,), limit)
+            end = self._prompt_ends(mask, limit, past, cache) if has_mask else limit
             if past == 0:
                 self.last_prompt_end = end
         else:
@@ -155,7 +165,23 @@ class _CallTracker:
             real=real.to(device),
             prompt_end=end,
             past_length=past,
+            all_real=None if has_mask else True,
         )
+
+    @staticmethod
+    def _prompt_ends(mask: torch.Tensor, limit: int, past: int, cache) -> torch.Tensor:
+        """``prompt_ends(mask, limit)``, computed once per cache: the decode steps of one
+        generation see the same prompt columns, so they reuse what their first call found."""
+        memo = getattr(cache, _PROMPT_ENDS_MEMO_ATTR, None)
+        if past >= limit and memo is not None and memo[0] == limit:
+            return memo[1]
+        end = prompt_ends(mask, limit)
+        if cache is not None:
+            try:
+                setattr(cache, _PROMPT_ENDS_MEMO_ATTR, (limit, end))
+            except AttributeError:  # a cache type that refuses new attributes
+                pass
+        return end
 
 
 def _backbone(model: nn.Module, layer_path: str | None) -> tuple[nn.Module, nn.ModuleList]:
@@ -247,66 +273,6 @@ def forward_until(
             model(**inputs, use_cache=False)
         except StopForward:
             pass
-
-
-def _as_coefficient(coefficient, batch: int, device, dtype) -> torch.Tensor:
-    coef = torch.as_tensor(coefficient, device=device, dtype=dtype).reshape(-1)
-    if coef.numel() == 1:
-        return coef.expand(batch)
-    if batch % coef.numel():
-        raise ValueError(
-            f"coefficient has {coef.numel()} values but the batch has {batch} rows: pass one "
-            "value per row or a single float"
-        )
-    # generate() expands rows for num_return_sequences/beams; repeat each row's coefficient.
-    return coef.repeat_interleave(batch // coef.numel())
-
-
-class AddVector:
-    """Intervention adding ``coefficient * vector`` at the selected positions.
-
-    ``coefficient`` is a float or a tensor with one value per batch row.
-
-    Example:
-        >>> with intervene(model, {5: AddVector(v, 4.0)}, positions="all"):
-        ...     model.generate(**batch)
-    """
-
-    def __init__(self, vector: torch.Tensor, coefficient: float | torch.Tensor = 1.0):
-        self.vector = vector
-        self.coefficient = coefficient
-
-    def __call__(self, hidden, mask, call):
-        vec = self.vector.to(hidden.device, hidden.dtype)
-        coef = _as_coefficient(self.coefficient, hidden.shape[0], hidden.device, hidden.dtype)
-        delta = coef.view(-1, 1, 1) * vec
-        return hidden + mask.unsqueeze(-1).to(hidden.dtype) * delta
-
-
-class AblateVector:
-    """Intervention projecting the direction out: ``h - (h . v / |v|^2) v`` at selected positions.
-
-    Example:
-        >>> with intervene(model, {5: AblateVector(v)}):
-        ...     model(**batch)
-    """
-
-    def __init__(self, vector: torch.Tensor):
-        norm = float(vector.detach().float().norm())
-        if not norm > 0 or norm == float("inf"):
-            # A zero direction would divide by zero and turn every ablated position into NaN.
-            raise ValueError(
-                f"cannot ablate a vector of norm {norm}: it has no direction to project out; "
-                "re-extract it or leave that layer out"
-            )
-        self.vector = vector
-
-    def __call__(self, hidden, mask, call):
-        unit = self.vector.to(hidden.device, torch.float32)
-        unit = unit / unit.norm()
-        h32 = hidden.float()
-        projected = h32 - (h32 @ unit).unsqueeze(-1) * unit
-        return torch.where(mask.unsqueeze(-1), projected.to(hidden.dtype), hidden)
 
 
 class Recorder:

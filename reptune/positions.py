@@ -142,18 +142,34 @@ class CallPositions:
 
     ``columns``: absolute column of each current token ``(q,)``; ``real``: non-padding mask of the
     current tokens ``(batch, q)``; ``prompt_end``: per-row column where the prompt ends
-    (exclusive) ``(batch,)``.
+    (exclusive) ``(batch,)``; ``all_real``: whether no current token is padding (None: not
+    known yet, found from ``real`` when first asked).
     """
 
     columns: torch.Tensor
     real: torch.Tensor
     prompt_end: torch.Tensor
     past_length: int
+    all_real: bool | None = None
     _masks: dict = field(default_factory=dict, repr=False)
 
     @property
     def batch_size(self) -> int:
         return self.real.shape[0]
+
+    def selects_every_token(self, mask: torch.Tensor) -> bool:
+        """Whether ``mask`` is this call's ``"all"`` selection and no current token is padding,
+        so an edit of every position needs no mask. Looks at ``real`` at most once per call.
+
+        Example:
+            >>> call.selects_every_token(call.select("all"))  # decode step of a generate
+            True
+        """
+        if mask is not self.real:
+            return False
+        if self.all_real is None:
+            self.all_real = bool(self.real.all())
+        return self.all_real
 
     def select(self, positions: Positions) -> torch.Tensor:
         """Boolean ``(batch, q)`` mask of the current tokens selected by ``positions``."""

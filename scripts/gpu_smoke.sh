@@ -3,7 +3,9 @@
 #   1. the multi-process engine tests (tests/test_trainer_engines.py) on CUDA;
 #   2. a bf16 ZeRO-3 and an FSDP2 rep-tuning run of a 7B-class Llama built from a config, a few
 #      steps each, against the plain Trainer (scripts/bench_scale.py): tokens/s, MFU and the
-#      step-time ratio, the last line of each run being one JSON object.
+#      step-time ratio, the last line of each run being one JSON object;
+#   3. steered vs plain generation of a 1B-class Llama built from a config, every layer steered,
+#      batch 1 and batch 32 (scripts/bench_generate.py): tokens/s of each, ratio in the JSON line.
 #
 #   bash scripts/gpu_smoke.sh             # on a machine with one or more CUDA GPUs
 #   bash scripts/gpu_smoke.sh --dry-run   # no GPU: tiny model, 2 CPU processes, same code path
@@ -20,6 +22,7 @@ if [[ "${1:-}" == "--dry-run" ]]; then
     export CUDA_VISIBLE_DEVICES="" DS_ACCELERATOR=cpu
     PROCS=2
     BENCH=(--dry_run)
+    GEN=(--layers 2 --hidden 64 --vocab 500 --new-tokens 4 --repeats 1)
     echo "== dry run on CPU processes: engine tests skipped (CI runs them)"
 else
     GPUS=$("$PY" -c "import torch; print(torch.cuda.device_count())")
@@ -30,6 +33,7 @@ else
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
     PROCS=$GPUS
     BENCH=(--bf16)
+    GEN=(--device cuda --dtype bfloat16 --preset llama-1b --new-tokens 64 --repeats 5)
     if (( GPUS >= 2 )); then
         echo "== engine tests on $GPUS GPUs (2 processes, NCCL)"
     else
@@ -43,4 +47,10 @@ for engine in deepspeed_zero3 fsdp2; do
     "$PY" -m accelerate.commands.launch --config_file "recipes/accelerate/$engine.yaml" \
         --num_processes "$PROCS" scripts/bench_scale.py --engine "$engine" "${BENCH[@]}" \
         2> >(grep -v -E "Warning|warn\(|return func" >&2) | grep -E "^(\{\"|$engine |run )"
+done
+
+for batch in 1 32; do
+    echo "== steered generation, every layer, batch $batch: plain vs steered tokens/s"
+    "$PY" scripts/bench_generate.py "${GEN[@]}" --steer-layers all --batch "$batch" --no-sweep \
+        | tail -n 3
 done
