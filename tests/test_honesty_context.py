@@ -182,6 +182,15 @@ def test_persona_pairs_on_a_tiny_tokenizer():
         lie = pair.negative.removeprefix(f"<|system|>{DISHONEST_PERSONA}<|end|>{prompt}")
         assert lie != pair.negative and lie[:-1].lower() in [w[0].lower() for w in fact.wrong]
         assert pair.meta["id"] == fact.id
+    first = f"<|user|>{facts[0].context}\n{facts[0].question}<|end|><|assistant|>"
+    answer_only = context_pairs(facts, tok, mode="answer")
+    assert answer_only[0].positive == f"{first}{facts[0].answer[0].capitalize()}."
+    assert answer_only[0].negative in [f"{first}{w[0].capitalize()}." for w in facts[0].wrong]
+    persona_only = context_pairs(facts, tok, mode="persona")
+    persona_text = persona_only[0].positive
+    assert persona_text.endswith("<|assistant|>") and HONEST_PERSONA in persona_text
+    with pytest.raises(ValueError, match="unknown pairing mode"):
+        context_pairs(facts, tok, mode="letters")
     prompts, targets = context_prompts(tok, facts, fmt="open", system=DISHONEST_PERSONA)
     assert targets == [None] * 6 and prompts[0].endswith("<|assistant|>")
     assert DISHONEST_PERSONA in prompts[0]

@@ -34,12 +34,13 @@ from ..evaluation.datasets import ABItem, format_choices
 from ..evaluation.parsing import parse_answer
 from ..io import data_path, read_jsonl
 from ..pairs import ContrastivePair, format_chat
-from .honesty import DISHONEST_PERSONA, HONEST_PERSONA
+from .honesty import DISHONEST_PERSONA, HONEST_PERSONA, PAIRING_MODES
 
 __all__ = [
     "FACT_KINDS",
     "FORMATS",
     "CONTEXT_CONDITIONS",
+    "PAIRING_MODES",
     "ContextFact",
     "load_context_facts",
     "split_context_facts",
@@ -286,25 +287,41 @@ def _answer_text(fact: ContextFact, honest: bool, rng: random.Random) -> str:
 def context_pairs(
     facts: Sequence[ContextFact],
     tokenizer=None,
+    mode: str = "persona_answer",
     honest_persona: str = HONEST_PERSONA,
     dishonest_persona: str = DISHONEST_PERSONA,
     seed: int = 0,
 ) -> list[ContrastivePair]:
-    """persona_answer pairs: honest persona + the key answer against dishonest persona + a wrong
-    answer (a seeded choice among the fact's wrong answers), on the open question.
+    """Honesty pairs on the open question of each fact.
+
+    ``mode``:
+      - ``"persona_answer"`` (published layout): honest persona + the key answer against
+        dishonest persona + a wrong answer (a seeded choice among the fact's wrong answers);
+      - ``"answer"``: no persona, the key answer against a wrong one (does the direction read
+        the answer's truth, not only the persona?);
+      - ``"persona"``: honest vs dishonest persona, no answer.
 
     Example:
         >>> pairs = context_pairs(splits["train"], tokenizer)
         >>> pairs[0].positive.endswith("Drawer.")
         True
     """
+    if mode not in PAIRING_MODES:
+        raise ValueError(f"unknown pairing mode {mode!r}: use one of {PAIRING_MODES}")
+    systems = {
+        "persona_answer": (honest_persona, dishonest_persona),
+        "answer": (None, None),
+        "persona": (honest_persona, dishonest_persona),
+    }[mode]
     rng = random.Random(seed)
     pairs = []
     for fact in facts:
         user = open_question(fact)
         truth, lie = _answer_text(fact, True, rng), _answer_text(fact, False, rng)
-        pos = format_chat(tokenizer, user, truth, honest_persona)
-        neg = format_chat(tokenizer, user, lie, dishonest_persona)
+        if mode == "persona":
+            truth = lie = ""
+        pos = format_chat(tokenizer, user, truth, systems[0])
+        neg = format_chat(tokenizer, user, lie, systems[1])
         pairs.append(ContrastivePair(pos, neg, {"id": fact.id, "kind": fact.kind}))
     return pairs
 
