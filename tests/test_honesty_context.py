@@ -10,6 +10,7 @@ from reptune.behaviours.honesty import DISHONEST_PERSONA, HONEST_PERSONA
 from reptune.behaviours.honesty_context import (
     FACT_KINDS,
     ab_items,
+    ab_question,
     ab_targets,
     context_pairs,
     context_prompts,
@@ -162,6 +163,8 @@ def test_always_a_scores_half_on_every_split(seed):
 
 def test_twins_get_opposite_letters_whatever_the_list_order():
     facts = load_context_facts()
+    with pytest.raises(ValueError, match="target must be 'A' or 'B'"):
+        ab_question(facts[0], "C")
     targets = dict(zip((f.id for f in facts), ab_targets(facts)))
     shuffled = facts[::-1]
     assert dict(zip((f.id for f in shuffled), ab_targets(shuffled))) == targets

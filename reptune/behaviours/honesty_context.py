@@ -237,6 +237,8 @@ def ab_question(fact: ContextFact, target: str) -> str:
     Example:
         >>> print(ab_question(fact, "B"))
     """
+    if target not in ("A", "B"):
+        raise ValueError(f"target must be 'A' or 'B', got {target!r}")
     options = [fact.wrong[0][0], fact.answer[0]]
     if target == "A":
         options.reverse()
