@@ -7,7 +7,7 @@ import pytest
 from conftest import make_model, make_tokenizer
 
 from reptune.behaviours.honesty import DISHONEST_PERSONA, HONEST_PERSONA
-from reptune.behaviours.honesty_context import (
+from reptune.behaviours.honesty.context import (
     FACT_KINDS,
     ab_items,
     ab_question,
@@ -19,7 +19,7 @@ from reptune.behaviours.honesty_context import (
     score_context_answer,
     split_context_facts,
 )
-from reptune.evaluation.answer_match import classify_answer, classify_letter, find_mentions
+from reptune.evaluation.ab.answer_match import classify_answer, classify_letter, find_mentions
 
 DRAWER = (["drawer", "the drawer"], [["basket", "the basket"]])
 SEVEN = (["7", "seven"], [["8", "eight"], ["4", "four"]])

@@ -28,13 +28,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..evaluation.answer_match import classify_answer, classify_letter
-from ..evaluation.batched import generate_texts
-from ..evaluation.datasets import ABItem, format_choices
-from ..evaluation.parsing import parse_answer
-from ..io import data_path, read_jsonl
-from ..pairs import ContrastivePair, format_chat
-from .honesty import DISHONEST_PERSONA, HONEST_PERSONA, PAIRING_MODES
+from ...evaluation.ab.answer_match import classify_answer, classify_letter
+from ...evaluation.batched import generate_texts
+from ...evaluation.ab.datasets import ABItem, format_choices
+from ...evaluation.ab.parsing import parse_answer
+from ...io import data_path, read_jsonl
+from ...pairs import ContrastivePair, format_chat
+from .claims import DISHONEST_PERSONA, HONEST_PERSONA, PAIRING_MODES
 
 __all__ = [
     "FACT_KINDS",
