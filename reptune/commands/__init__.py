@@ -13,6 +13,7 @@ from ..vectors import COEFFICIENT_UNITS, DEFAULT_COEFFICIENT_UNIT, check_coeffic
 __all__ = [
     "parse",
     "coefficient_unit_field",
+    "allow_vector_mismatch_field",
     "check_at_least",
     "check_finite",
     "check_output_folder",
@@ -44,6 +45,21 @@ def parse(dataclass_types, argv, prog: str):
     """
     parser = TrlParser(dataclass_types, prog=prog)
     return parser.parse_args_and_config(list(argv))
+
+
+def allow_vector_mismatch_field():
+    """The ``--allow_vector_mismatch`` option, the same in every command that takes vectors.
+
+    Example:
+        >>> allow_vector_mismatch: bool = allow_vector_mismatch_field()
+    """
+    return field(
+        default=False,
+        metadata={
+            "help": "use --vectors recorded for another model_type or depth anyway (the width "
+            "and layers must still fit the model)"
+        },
+    )
 
 
 def check_at_least(name: str, value, low: int = 1) -> None:

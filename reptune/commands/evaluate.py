@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..models import DEFAULT_MODEL
-from . import coefficient_unit_field, parse
+from . import allow_vector_mismatch_field, coefficient_unit_field, parse
 
 __all__ = ["HELP", "EvalArguments", "main"]
 
@@ -97,6 +97,7 @@ class EvalArguments:
     )
     tasks_limit: int | None = field(default=None, metadata={"help": "examples per lm-eval task"})
     title: str | None = field(default=None, metadata={"help": "report title"})
+    allow_vector_mismatch: bool = allow_vector_mismatch_field()
 
 
 def _check(args: EvalArguments) -> None:
@@ -186,7 +187,7 @@ def main(argv) -> int:
     if vecs is not None:
         from ..steering import SteeredModel
 
-        vecs.check_compatible(model)
+        vecs.check_compatible(model, allow_mismatch=args.allow_vector_mismatch)
         evaluated = SteeredModel(
             model,
             vecs,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..models import DEFAULT_MODEL
-from . import coefficient_unit_field, parse
+from . import allow_vector_mismatch_field, coefficient_unit_field, parse
 
 __all__ = ["HELP", "SweepArguments", "main"]
 
@@ -91,6 +91,7 @@ class SweepArguments:
     )
     p0: float = field(default=1.0, metadata={"help": "trade-off: fixed p0 of the full fit"})
     title: str | None = field(default=None, metadata={"help": "report title"})
+    allow_vector_mismatch: bool = allow_vector_mismatch_field()
 
 
 def _check(args: SweepArguments) -> None:
@@ -185,7 +186,7 @@ def main(argv) -> int:
     check_model_options(args.model, args.dtype)
 
     model, tok = load_for_evaluation(args.model, args.adapter, args.dtype)
-    vecs.check_compatible(model)
+    vecs.check_compatible(model, allow_mismatch=args.allow_vector_mismatch)
     out = Path(args.output)
     report = Report(
         args.title or "reptune steering sweep",

@@ -57,6 +57,7 @@ class ChatServer:
         default_max_tokens: int = 256,
         max_tokens_limit: int = 2048,
         max_pending: int = 64,
+        allow_mismatch: bool = False,
     ):
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError(
@@ -64,7 +65,7 @@ class ChatServer:
                 "prompt: serve a chat model or set tokenizer.chat_template"
             )
         if vectors is not None:
-            vectors.check_compatible(model)
+            vectors.check_compatible(model, allow_mismatch=allow_mismatch)
         self.model, self.tokenizer, self.vectors = model, tokenizer, vectors
         self.model_name = model_name
         self.default_max_tokens = default_max_tokens

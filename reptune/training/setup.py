@@ -64,7 +64,7 @@ class RepTuneSetup:
             )
         self.rep_layers: list[int] = []
         if self.rep_vectors is not None:
-            self.rep_vectors.check_compatible(model)
+            self.rep_vectors.check_compatible(model, allow_mismatch=cfg.allow_vector_mismatch)
             wanted = cfg.rep_layers if cfg.rep_layers is not None else self.rep_vectors.layers
             self.rep_layers = check_layers(list(wanted), n_layers)
             absent = [layer for layer in self.rep_layers if layer not in self.rep_vectors]
