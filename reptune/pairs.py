@@ -144,11 +144,21 @@ def validate_pairs(pairs: Sequence[ContrastivePair]) -> None:
     """Raise a clear error for empty data, unpaired or identical texts."""
     if isinstance(pairs, ContrastivePair):
         raise TypeError("pass a list of ContrastivePair, not a single pair: [pair]")
+    if isinstance(pairs, (str, bytes, Path, dict)) or not hasattr(pairs, "__len__"):
+        hint = (
+            " (read a file with reptune.pairs.load_pairs)" if isinstance(pairs, (str, Path)) else ""
+        )
+        raise TypeError(
+            f"pairs must be a list of ContrastivePair, got {type(pairs).__name__}{hint}"
+        )
     if not pairs:
         raise ValueError("no contrastive pairs given: pass at least one (positive, negative) pair")
     for i, pair in enumerate(pairs):
         if not isinstance(pair, ContrastivePair):
-            raise TypeError(f"pair {i} is a {type(pair).__name__}, not a ContrastivePair")
+            raise TypeError(
+                f"pair {i} is a {type(pair).__name__}, not a ContrastivePair: pairs must be a "
+                "list of ContrastivePair(positive=..., negative=...)"
+            )
         for side in ("positive", "negative"):
             if not isinstance(getattr(pair, side), str):
                 raise TypeError(

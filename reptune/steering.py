@@ -138,6 +138,11 @@ class SteeredModel:
         coefficient_unit: str = DEFAULT_COEFFICIENT_UNIT,
         allow_mismatch: bool = False,
     ):
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(
+                f"model must be a torch.nn.Module (a transformers model), got "
+                f"{type(model).__name__}"
+            )
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}: use one of {MODES}")
         positions = validate_positions(positions)
