@@ -990,6 +990,23 @@ CLI_ROWS = [
         ),
         match="train_layers is for finetune='layers'",
     ),
+    # comma lists: split, but an empty entry is refused before anything loads
+    Row(
+        "tune-lora-target-modules-empty-entry",
+        lambda w: (
+            ["tune", "--data", w.path("rows.jsonl"), "--output_dir", w.path("out")]
+            + ["--vectors", w.path("vectors"), "--lora_target_modules", "q_proj,,v_proj"]
+            + _m(w)
+        ),
+        match="--lora_target_modules 'q_proj,,v_proj' has an empty entry",
+    ),
+    Row(
+        "steer-layers-trailing-comma",
+        lambda w: (
+            ["steer", "--vectors", w.path("vectors"), "--prompt", "hi", "--layers", "1,"] + _m(w)
+        ),
+        match="--layers '1,' has an empty entry",
+    ),
 ]
 API_ROWS += [
     # Public entry points: the argument and the expected type are named.
