@@ -13,12 +13,14 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from huggingface_hub import snapshot_download
+from safetensors.torch import load_file
 
 __all__ = [
     "VECTORS_FILE",
@@ -28,6 +30,7 @@ __all__ = [
     "tensors_digest",
     "hub_id",
     "locate_vectors",
+    "read_vector_files",
 ]
 
 VECTORS_FILE = "steering_vectors.safetensors"
@@ -126,3 +129,75 @@ def locate_vectors(
             f"(revision {revision or 'main'}) failed: {err}"
         ) from err
     return _vectors_in(Path(root), subfolder)
+
+
+def read_vector_files(directory: Path) -> tuple[dict[int, torch.Tensor], dict[str, Any]]:
+    """The tensors and metadata of a folder :meth:`SteeringVectors.save` wrote, checked.
+
+    Missing files, bad JSON, a checksum that does not match the tensors and malformed
+    per-layer fields raise a ``ValueError`` (or ``FileNotFoundError``) that names the file.
+
+    Example:
+        >>> vectors, meta = read_vector_files(Path("runs/honesty/vectors"))
+    """
+    tensor_path, meta_path = directory / VECTORS_FILE, directory / METADATA_FILE
+    for path in (tensor_path, meta_path):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: {directory} is not a saved SteeringVectors folder "
+                f"(expected {VECTORS_FILE} and {METADATA_FILE})"
+            )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{meta_path} is not valid JSON ({err}); re-save the vectors") from err
+    if not isinstance(meta, dict):
+        raise ValueError(
+            f"{meta_path} holds a JSON {type(meta).__name__}, not the object that "
+            "SteeringVectors.save writes; re-save the vectors"
+        )
+    try:
+        raw = load_file(str(tensor_path), device="cpu")
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(
+            f"{tensor_path} is corrupt or not a safetensors file ({err}); re-save the vectors"
+        ) from err
+    vectors = {}
+    for key, value in raw.items():
+        prefix, _, index = key.partition(".")
+        if prefix != "layer" or not index.isdigit():
+            raise ValueError(f"unexpected tensor {key!r} in {tensor_path}: expected layer.<index>")
+        vectors[int(index)] = value
+    if not vectors:
+        raise ValueError(f"{tensor_path} holds no vectors; re-save them")
+    expected = meta.get("tensors_sha256")
+    if expected and expected != tensors_digest(vectors):
+        raise ValueError(
+            f"{tensor_path} does not match the checksum in {meta_path}: the files come from "
+            "different saves or were modified; re-save the vectors"
+        )
+    if "layers" in meta and meta["layers"] != sorted(vectors):
+        raise ValueError(
+            f"{meta_path} lists layers {meta['layers']} but {tensor_path} holds "
+            f"{sorted(vectors)}: the files come from different saves; re-save the vectors"
+        )
+    for key in ("format_version", "layers", "tensors_sha256"):
+        meta.pop(key, None)
+    for key in ("diagnostics", "residual_norms"):  # JSON turned the layer keys into strings
+        value = meta.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, dict) or not all(str(k).isdigit() for k in value):
+            raise ValueError(
+                f"{meta_path}: {key!r} must map layer indices to values, got {value!r:.80}; "
+                "re-save the vectors"
+            )
+        meta[key] = {int(k): v for k, v in value.items()}
+    norms = meta.get("residual_norms") or {}
+    bad = {k: v for k, v in norms.items() if not (isinstance(v, (int, float)) and v > 0)}
+    if bad:
+        raise ValueError(
+            f"{meta_path}: residual_norms must be positive numbers, got {bad}; re-save the "
+            "vectors or record the norms again with with_residual_norms"
+        )
+    return vectors, meta
