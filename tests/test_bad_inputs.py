@@ -1001,6 +1001,34 @@ CLI_ROWS = [
         match="--lora_target_modules 'q_proj,,v_proj' has an empty entry",
     ),
     Row(
+        "sweep-limit-above-the-data",
+        lambda w: (
+            ["sweep", "--vectors", w.path("vectors"), "--data", str(FIXTURES / "claims.csv")]
+            + [
+                "--limit",
+                "40",
+                "--layers",
+                "1",
+                "--coefficients",
+                "0",
+                "1",
+                "--output",
+                w.path("o"),
+            ]
+            + _m(w)
+        ),
+        match="fewer than the 40 asked for",
+    ),
+    Row(
+        "eval-limit-above-the-data",
+        lambda w: (
+            ["eval", "--data", str(FIXTURES / "claims.csv"), "--limit", "40"]
+            + ["--output", w.path("o")]
+            + _m(w)
+        ),
+        match="fewer than the 40 asked for",
+    ),
+    Row(
         "steer-layers-trailing-comma",
         lambda w: (
             ["steer", "--vectors", w.path("vectors"), "--prompt", "hi", "--layers", "1,"] + _m(w)
@@ -1081,6 +1109,40 @@ API_ROWS += [
         lambda w: extract_vectors(w.model, w.tok, [{"positive": "a", "negative": "b"}]),
         TypeError,
         "pair 0 is a dict.*ContrastivePair",
+    ),
+    # requested counts: delivered or refused, never shrunk
+    Row(
+        "split-dev-test-too-few",
+        lambda w: __import__("reptune.workflow.select").workflow.select.split_dev_test(
+            list(range(10)), 4, 8
+        ),
+        match="asks for 12 units but only 10 exist",
+    ),
+    Row(
+        "split-pairs-no-test-item",
+        lambda w: __import__("reptune.pairs").pairs.split_pairs([1, 2], 0.2),
+        match="leaves no test item",
+    ),
+    Row(
+        "load-items-limit-above-the-data",
+        lambda w: __import__("reptune.evaluation.datasets").evaluation.datasets.load_items(
+            str(FIXTURES / "claims.csv"), limit=50
+        ),
+        match="holds 6 items, fewer than the 50 asked for",
+    ),
+    Row(
+        "sample-items-above-the-data",
+        lambda w: __import__("reptune.evaluation.datasets").evaluation.datasets.sample_items(
+            [1, 2], 3
+        ),
+        match="sample of 3 items but only 2 exist",
+    ),
+    Row(
+        "caa-limit-above-the-data",
+        lambda w: __import__("reptune.pairs").pairs.load_caa_pairs(
+            FIXTURES / "caa_behaviour.json", limit=500
+        ),
+        match="fewer than limit=500",
     ),
     # reptune serve: a request body's values
     Row(

@@ -254,9 +254,10 @@ def run_behaviour(bargs: BehaviourArguments, margs, targs, stages: StageRunner, 
     spec = bargs.spec()
     layout = stages.layout.section(name)
     settings = {"model": asdict(margs), "behaviour": asdict(bargs), "seed": targs.seed}
+    # The prompt counts are checked before anything loads: a split never shrinks.
+    dev, test = split_dev_test(spec.eval_prompts(), bargs.dev_prompts, bargs.test_prompts)
     base, tok = margs.load()
     score = _Scorer(spec, base, tok, bargs.distractors)
-    dev, test = split_dev_test(spec.eval_prompts(), bargs.dev_prompts, bargs.test_prompts)
 
     def vectors():
         train, held_out = spec.pairs(tok, "train"), spec.pairs(tok, "test")
