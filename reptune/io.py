@@ -88,7 +88,7 @@ def _parent_lock(path: Path, exclusive: bool) -> Iterator[None]:
     """
     try:
         fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError):  # nothing there, or a folder we may not list
         yield
         return
     try:
