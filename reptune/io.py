@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import fcntl
 import json
 import math
 import os
@@ -32,6 +31,11 @@ from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; swaps are then not serialised between processes
+    fcntl = None
 
 __all__ = [
     "DATA_PREFIX",
@@ -86,6 +90,9 @@ def _parent_lock(path: Path, exclusive: bool) -> Iterator[None]:
     never sees a folder half-swapped and two writers never swap at once. A missing parent needs
     no lock: there is nothing to swap or read.
     """
+    if fcntl is None:
+        yield
+        return
     try:
         fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     except (FileNotFoundError, PermissionError):  # nothing there, or a folder we may not list

@@ -22,18 +22,21 @@ def _command_dataclasses(module_name: str) -> list[type]:
     ]
 
 
-def _list_fields(types):
-    for cls in types:
-        for f in dataclasses.fields(cls):
-            if "list[" in str(f.type) and f.name not in TEXT_LIST_OPTIONS:
-                yield f
+def _list_options(types):
+    """(name, element type) of every option that takes several values, from the parser."""
+    from trl import TrlParser
+
+    for action in TrlParser(types)._actions:
+        if action.nargs in ("+", "*") and action.option_strings:
+            if action.dest not in TEXT_LIST_OPTIONS:
+                yield action.dest, "int" if action.type is int else "other"
 
 
 LIST_OPTIONS = sorted(
     {
-        (command, f.name, "int" if "list[int]" in str(f.type) else "other")
+        (command, name, kind)
         for command, module in cli.COMMANDS.items()
-        for f in _list_fields(_command_dataclasses(module))
+        for name, kind in _list_options(_command_dataclasses(module))
     }
 )
 

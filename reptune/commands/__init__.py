@@ -44,15 +44,19 @@ TEXT_LIST_OPTIONS = frozenset({"prompt", "pca_texts", "limitations"})
 
 
 def _list_options(dataclass_types) -> dict[str, type]:
-    """``{option: element type}`` of the list options of ``dataclass_types``."""
-    options = {}
-    for cls in dataclass_types:
-        for f in fields(cls):
-            kind = f.type if isinstance(f.type, str) else repr(f.type)
-            if ("list[" in kind or "List[" in kind) and f.name not in TEXT_LIST_OPTIONS:
-                element = kind.split("ist[", 1)[1].split("]", 1)[0]
-                options[f.name] = {"int": int, "float": float}.get(element, str)
-    return options
+    """``{option: element type}`` of the list options of ``dataclass_types``.
+
+    Read from the parser's own actions (``nargs`` ``+`` or ``*``): the dataclass annotations
+    are not reliable once a parser was built, as it rewrites ``Optional`` field types.
+    """
+    parser = TrlParser(dataclass_types)
+    return {
+        action.dest: action.type if action.type in (int, float) else str
+        for action in parser._actions
+        if action.nargs in ("+", "*")
+        and action.option_strings
+        and action.dest not in TEXT_LIST_OPTIONS
+    }
 
 
 def _convert(option: str, kind: type, text: str):
