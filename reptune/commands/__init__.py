@@ -8,6 +8,7 @@ from pathlib import Path
 
 from trl import TrlParser
 
+from ..evaluation.datasets import limit_options
 from ..vectors import COEFFICIENT_UNITS, DEFAULT_COEFFICIENT_UNIT, check_coefficient_unit
 
 __all__ = [
@@ -16,10 +17,10 @@ __all__ = [
     "coefficient_unit_field",
     "allow_vector_mismatch_field",
     "check_at_least",
-    "limit_options",
     "check_finite",
     "check_output_folder",
     "load_vectors_option",
+    "limit_options",
 ]
 
 
@@ -142,19 +143,6 @@ def allow_vector_mismatch_field():
             "and layers must still fit the model)"
         },
     )
-
-
-def limit_options(limit: int | None, default: int) -> dict:
-    """``load_items`` options for a ``--limit`` flag: a given number is exact (0 = all), an
-    absent one caps at ``default``.
-
-    Example:
-        >>> limit_options(None, 50), limit_options(20, 50), limit_options(0, 50)
-        ({'at_most': 50}, {'limit': 20}, {})
-    """
-    if limit is None:
-        return {"at_most": default}
-    return {"limit": limit} if limit else {}
 
 
 def check_at_least(name: str, value, low: int = 1) -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "records_to_items",
     "load_items",
     "sample_items",
+    "limit_options",
 ]
 
 logger = logging.getLogger(__name__)
@@ -407,3 +408,16 @@ def sample_items(items: Sequence[ABItem], n: int | None, seed: int = 0) -> list[
             if queue and len(chosen) < n:
                 chosen.append(queue.pop())
     return [items[i] for i in sorted(chosen)]
+
+
+def limit_options(limit: int | None, default: int) -> dict:
+    """:func:`load_items` options for a limit setting: a given number is exact (0 = all), an
+    absent one caps at ``default``.
+
+    Example:
+        >>> limit_options(None, 50), limit_options(20, 50), limit_options(0, 50)
+        ({'at_most': 50}, {'limit': 20}, {})
+    """
+    if limit is None:
+        return {"at_most": default}
+    return {"limit": limit} if limit else {}

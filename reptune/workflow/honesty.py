@@ -27,6 +27,7 @@ from ..behaviours.honesty import (
     filter_known_claims,
     load_claims,
 )
+from ..evaluation.datasets import limit_options
 from ..evaluation.perplexity import load_text, perplexity
 from ..extract import METHODS, extract_vectors
 from ..io import read_json, resolve_data, write_json
@@ -42,6 +43,11 @@ __all__ = ["HonestyArguments", "VARIANT_NAMES", "run_honesty"]
 
 #: Tuning target -> the name of the rep-tuned model; the token-only baselines are truth / lie.
 VARIANT_NAMES = {"toward": "honest", "away": "dishonest", "orthogonal": "orthogonal"}
+
+
+#: Items per extra evaluation set and helpfulness items when no limit is set (caps).
+DEFAULT_EVAL_LIMIT = 200
+DEFAULT_TRADEOFF_LIMIT = 48
 
 
 @dataclass
@@ -92,7 +98,13 @@ class HonestyArguments:
     eval_sets: list[str] = field(
         default_factory=list, metadata={"help": "extra A/B files evaluated on every model"}
     )
-    eval_limit: int = field(default=200, metadata={"help": "items per extra evaluation set"})
+    eval_limit: int | None = field(
+        default=None,
+        metadata={
+            "help": "items per extra evaluation set: exactly this many (refused if a set holds "
+            f"fewer; 0 = all); default: up to {DEFAULT_EVAL_LIMIT}"
+        },
+    )
     robustness_coefficients: list[float] = field(
         default_factory=lambda: [0.25, 0.5],
         metadata={"help": "dishonesty-steering strengths applied to the tuned models"},
@@ -117,7 +129,13 @@ class HonestyArguments:
         default_factory=lambda: [-0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5],
         metadata={"help": "coefficients of the trade-off sweep"},
     )
-    tradeoff_limit: int = field(default=48, metadata={"help": "helpfulness items used"})
+    tradeoff_limit: int | None = field(
+        default=None,
+        metadata={
+            "help": "helpfulness items used: exactly this many (0 = all); default: up to "
+            f"{DEFAULT_TRADEOFF_LIMIT}"
+        },
+    )
     behaviour_section: dict | None = field(
         default=None,
         metadata={
@@ -335,7 +353,9 @@ def run_honesty(hargs: HonestyArguments, margs, targs, stages: StageRunner) -> d
         sets = {"held-out claims": claim_items(test)}
         for path in hargs.eval_sets:
             sets[path.rsplit("/", 1)[-1]] = load_items(
-                resolve_data(path), limit=hargs.eval_limit, seed=targs.seed
+                resolve_data(path),
+                seed=targs.seed,
+                **limit_options(hargs.eval_limit, DEFAULT_EVAL_LIMIT),
             )
         rows, cosines = [], {}
         for name in ["base", "steered", *names]:
@@ -411,8 +431,8 @@ def run_honesty(hargs: HonestyArguments, margs, targs, stages: StageRunner) -> d
         helpful = load_items(
             resolve_data(hargs.tradeoff_items),
             n_choices=4,
-            limit=hargs.tradeoff_limit,
             seed=targs.seed,
+            **limit_options(hargs.tradeoff_limit, DEFAULT_TRADEOFF_LIMIT),
         )
         res = tradeoff_study(
             model,
