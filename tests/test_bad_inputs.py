@@ -257,6 +257,12 @@ def _trainer_with_args(w, args):
 ROWS_TO_TUNE = [{"prompt": "Hi", "completion": "Hello there"}] * 2
 
 
+def _honesty_args(**kwargs):
+    from reptune.workflow.honesty import HonestyArguments
+
+    HonestyArguments(**kwargs).check_counts()
+
+
 def _serve(w, body):
     from reptune.serve import ChatServer
 
@@ -1143,6 +1149,16 @@ API_ROWS += [
             FIXTURES / "caa_behaviour.json", limit=500
         ),
         match="fewer than limit=500",
+    ),
+    Row(
+        "honesty-eval-limit-above-the-data",
+        lambda w: _honesty_args(eval_sets=[str(FIXTURES / "claims.csv")], eval_limit=50),
+        match="holds 6 items, fewer than the 50 asked for",
+    ),
+    Row(
+        "behaviour-section-prompts-above-the-data",
+        lambda w: _honesty_args(behaviour_section={"behaviour": "sentiment", "dev_prompts": 900}),
+        match="asks for 940 units but only",
     ),
     # reptune serve: a request body's values
     Row(

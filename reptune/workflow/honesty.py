@@ -172,6 +172,29 @@ class HonestyArguments:
         except TypeError as err:
             raise TypeError(f"behaviour_section: {err}") from err
 
+    def check_counts(self, seed: int = 0) -> None:
+        """Raise, before any model loads, if a set holds fewer items than a limit asks for.
+
+        Example:
+            >>> HonestyArguments(eval_sets=["facts.csv"], eval_limit=500).check_counts()
+        """
+        from ..evaluation.datasets import load_items
+
+        if self.eval_limit:
+            for path in self.eval_sets:
+                load_items(resolve_data(path), limit=self.eval_limit, seed=seed)
+        if self.tradeoff_limit and self.tradeoff_items:
+            load_items(
+                resolve_data(self.tradeoff_items), n_choices=4, limit=self.tradeoff_limit, seed=seed
+            )
+        behaviour = self.behaviour_arguments()
+        if behaviour is not None:
+            from .select import split_dev_test
+
+            split_dev_test(
+                behaviour.spec().eval_prompts(), behaviour.dev_prompts, behaviour.test_prompts
+            )
+
     def input_files(self) -> list[str]:
         """Every named input file, resolved (checked before any model runs)."""
         files = [self.claims, self.perplexity_text, self.dev_text, self.tradeoff_items]
