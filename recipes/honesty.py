@@ -46,6 +46,7 @@ def main(argv=None) -> int:
     missing = [f for f in hargs.input_files() if not Path(f).is_file()]
     if missing:
         raise FileNotFoundError(f"input file {missing[0]} does not exist (check the config)")
+    hargs.check_counts(targs.seed)  # limits and splits deliver what they ask, or stop here
 
     stages = StageRunner(rargs.run_dir)
     results = run_honesty(hargs, margs, targs, stages)

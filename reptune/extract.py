@@ -8,7 +8,7 @@ for PCA and the diagnostics.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -204,6 +204,8 @@ def extract_vectors(
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: use one of {METHODS}")
     position = validate_positions(position)
+    if isinstance(pairs, Iterator):  # a generator: read it once, here
+        pairs = list(pairs)
     validate_pairs(pairs)
     pairs = list(pairs)
     n_layers = num_layers(model, layer_path)

@@ -6,6 +6,9 @@ Every writer in reptune goes through :func:`atomic_write` (one file) or :func:`a
 its reptune settings). A folder is built next to its target and swapped in with two renames; the
 old folder is kept under a hidden name until the new one is in place, and :func:`recover_folder`
 (called by every loader and by the next write) puts it back if a crash fell between the renames.
+Swaps hold an exclusive lock on the parent folder (``flock``), so concurrent writers take turns
+(the last one wins) and :func:`read_folder_whole` reads one whole version under a shared lock.
+Files get the permissions a plain ``open()`` gives under the user's umask.
 
 Example:
     >>> with atomic_folder("runs/v") as tmp:
@@ -29,11 +32,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; swaps are then not serialised between processes
+    fcntl = None
+
 __all__ = [
     "DATA_PREFIX",
     "atomic_write",
     "atomic_folder",
     "recover_folder",
+    "read_folder_whole",
     "jsonable",
     "write_json",
     "read_json",
@@ -48,11 +57,52 @@ __all__ = [
 DATA_PREFIX = "reptune:"
 
 
-def _file_mode() -> int:
-    # mkstemp creates files private (0600); give them the permissions a plain open() would.
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def _file_mode() -> int:
+    # mkstemp (and safetensors) create files private (0600); give them the permissions a plain
+    # open() would.
+    return 0o666 & ~_umask()
+
+
+def _open_permissions(folder: Path) -> None:
+    """Give every file under ``folder`` the mode a plain ``open()`` gives (executables keep
+    their execute bits, as under ``chmod`` with the umask)."""
+    umask = _umask()
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            file = Path(root) / name
+            if file.is_symlink():
+                continue
+            executable = file.stat().st_mode & 0o111
+            os.chmod(file, (0o777 if executable else 0o666) & ~umask)
+
+
+@contextmanager
+def _parent_lock(path: Path, exclusive: bool) -> Iterator[None]:
+    """Hold ``flock`` on the folder that contains ``path`` (shared or exclusive).
+
+    Every swap in reptune holds it exclusively, every whole-folder read shares it, so a reader
+    never sees a folder half-swapped and two writers never swap at once. A missing parent needs
+    no lock: there is nothing to swap or read.
+    """
+    if fcntl is None:
+        yield
+        return
+    try:
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except (FileNotFoundError, PermissionError):  # nothing there, or a folder we may not list
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 _HOST = socket.gethostname()
@@ -131,12 +181,20 @@ def recover_folder(path: str | Path) -> Path:
 
     If ``path`` is missing but its previous version is still parked, the previous version comes
     back. If both exist, the swap had finished: entries of the previous version that the new one
-    lacks are carried over (as :func:`atomic_folder` does) and the parked copy is removed.
+    lacks are carried over (as :func:`atomic_folder` does) and the parked copy is removed. It
+    waits for a swap in progress in another process, never undoing a live writer's work.
 
     Example:
         >>> vectors_dir = recover_folder("runs/honesty/vectors")
     """
     path = Path(path)
+    if not (_replaced(path).is_dir() or _previous(path).is_dir()):
+        return path  # nothing parked: no lock needed
+    with _parent_lock(path, exclusive=True):
+        return _recover_locked(path)
+
+
+def _recover_locked(path: Path) -> Path:
     replaced = _replaced(path)
     if replaced.is_dir():
         if path.exists():
@@ -156,6 +214,24 @@ def recover_folder(path: str | Path) -> Path:
     return path
 
 
+def read_folder_whole(path: str | Path, read: Callable[[Path], Any]) -> Any:
+    """``read(path)`` while no writer can swap ``path``: one whole version, old or new.
+
+    An interrupted swap is finished first (:func:`recover_folder`); the read then holds a shared
+    lock on the parent folder, which every :func:`atomic_folder` swap takes exclusively.
+
+    Example:
+        >>> meta = read_folder_whole("runs/v", lambda p: read_json(p / "a.json"))
+    """
+    path = Path(path)
+    while True:
+        recover_folder(path)
+        with _parent_lock(path, exclusive=False):
+            # Parked copies appear only if a writer was killed mid-swap since: recover again.
+            if not (_replaced(path).is_dir() or _previous(path).is_dir()):
+                return read(path)
+
+
 @contextmanager
 def atomic_folder(path: str | Path, *, keep_other_files: bool = True) -> Iterator[Path]:
     """Build a folder in a temporary sibling and swap it onto ``path`` when the block succeeds.
@@ -163,7 +239,8 @@ def atomic_folder(path: str | Path, *, keep_other_files: bool = True) -> Iterato
     Files the block writes replace the old ones; every other entry of the old folder (a model
     card, checkpoints) is kept, unless ``keep_other_files=False``: then the new folder replaces
     the old one whole (a model whose shards changed must not keep stale shards). An error inside
-    the block leaves the old folder as it was.
+    the block leaves the old folder as it was. Writers in several processes may build at once;
+    their swaps take turns under a lock on the parent folder, and the last one wins.
 
     Example:
         >>> with atomic_folder("runs/honesty/vectors") as tmp:
@@ -180,10 +257,15 @@ def atomic_folder(path: str | Path, *, keep_other_files: bool = True) -> Iterato
     tmp.mkdir()
     try:
         yield tmp
-        if path.exists():
-            os.replace(path, _previous(path) if keep_other_files else _replaced(path))
-        os.replace(tmp, path)
-        recover_folder(path)  # carries the old folder's other entries over, then drops it
+        _open_permissions(tmp)
+        with _parent_lock(path, exclusive=True):
+            _recover_locked(path)  # a writer killed mid-swap since we started
+            if path.exists() and not path.is_dir():
+                raise NotADirectoryError(f"{path} exists and is not a folder")
+            if path.exists():
+                os.replace(path, _previous(path) if keep_other_files else _replaced(path))
+            os.replace(tmp, path)
+            _recover_locked(path)  # carries the old folder's other entries over, then drops it
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -108,14 +108,25 @@ def num_layers(model: nn.Module, layer_path: str | None = None) -> int:
     return len(find_layers(model, layer_path))
 
 
-def check_layers(layers, n_layers: int) -> list[int]:
-    """Validate layer indices (negative ones count from the end) and return them sorted."""
-    if isinstance(layers, int):
+def check_layers(layers, n_layers: int, name: str = "layers") -> list[int]:
+    """Validate layer indices (negative ones count from the end) and return them sorted.
+
+    ``name`` is the argument the indices came from, for the error message.
+
+    Example:
+        >>> check_layers([-1, 2], 4)
+        [2, 3]
+    """
+    if isinstance(layers, int) and not isinstance(layers, bool):
         layers = [layers]
+    if isinstance(layers, (str, bytes, bool, float)) or not hasattr(layers, "__iter__"):
+        raise TypeError(
+            f"{name} must be an int or a list of ints, got {type(layers).__name__} {layers!r:.40}"
+        )
     out = []
     for layer in layers:
         if not isinstance(layer, int) or isinstance(layer, bool):
-            raise TypeError(f"layer indices must be ints, got {layer!r}")
+            raise TypeError(f"layer indices must be ints, got {layer!r} in {name}")
         idx = layer + n_layers if layer < 0 else layer
         if not 0 <= idx < n_layers:
             raise ValueError(

@@ -89,6 +89,11 @@ def load_caa_pairs(
         >>> pairs = load_caa_pairs("caa/generate_sycophancy_ab.json", tokenizer)
     """
     rows = _read_json_list(Path(path))
+    if limit and limit > len(rows):
+        raise ValueError(
+            f"{path} holds {len(rows)} rows, fewer than limit={limit}: lower the limit or pass "
+            "None for all of them"
+        )
     pairs = []
     for i, row in enumerate(rows[:limit] if limit else rows):
         try:
@@ -144,11 +149,21 @@ def validate_pairs(pairs: Sequence[ContrastivePair]) -> None:
     """Raise a clear error for empty data, unpaired or identical texts."""
     if isinstance(pairs, ContrastivePair):
         raise TypeError("pass a list of ContrastivePair, not a single pair: [pair]")
+    if isinstance(pairs, (str, bytes, Path, dict)) or not hasattr(pairs, "__len__"):
+        hint = (
+            " (read a file with reptune.pairs.load_pairs)" if isinstance(pairs, (str, Path)) else ""
+        )
+        raise TypeError(
+            f"pairs must be a list of ContrastivePair, got {type(pairs).__name__}{hint}"
+        )
     if not pairs:
         raise ValueError("no contrastive pairs given: pass at least one (positive, negative) pair")
     for i, pair in enumerate(pairs):
         if not isinstance(pair, ContrastivePair):
-            raise TypeError(f"pair {i} is a {type(pair).__name__}, not a ContrastivePair")
+            raise TypeError(
+                f"pair {i} is a {type(pair).__name__}, not a ContrastivePair: pairs must be a "
+                "list of ContrastivePair(positive=..., negative=...)"
+            )
         for side in ("positive", "negative"):
             if not isinstance(getattr(pair, side), str):
                 raise TypeError(
@@ -176,12 +191,25 @@ def fingerprint(pairs: Sequence[ContrastivePair]) -> str:
 
 
 def split_pairs(items: Sequence, test_fraction: float = 0.2, seed: int = 0) -> tuple[list, list]:
-    """Deterministic shuffled train/test split."""
+    """Deterministic shuffled train/test split; ``round(len * test_fraction)`` items to test.
+
+    A positive fraction that leaves the test (or the train) side empty is refused: the split
+    would silently hold nothing.
+
+    Example:
+        >>> train, test = split_pairs(pairs, test_fraction=0.2, seed=0)
+    """
     if not 0 <= test_fraction < 1:
         raise ValueError("test_fraction must be in [0, 1)")
     order = list(range(len(items)))
     random.Random(seed).shuffle(order)
     n_test = int(round(len(items) * test_fraction))
+    if test_fraction > 0 and (n_test == 0 or n_test == len(items)):
+        raise ValueError(
+            f"test_fraction={test_fraction} of {len(items)} items leaves "
+            f"{'no test item' if n_test == 0 else 'no training item'}: add data or change the "
+            "fraction"
+        )
     test = [items[i] for i in sorted(order[:n_test])]
     train = [items[i] for i in sorted(order[n_test:])]
     return train, test

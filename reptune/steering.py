@@ -114,7 +114,9 @@ class SteeredModel:
     gives each module its mode back afterwards, also on error, so dropout never makes two runs
     disagree. Everything a call can get wrong (coefficient shape, position mask shape, offsets
     without an attention mask, input or generation past the context) is refused before the
-    model runs. Negative layers count from the end.
+    model runs. Negative layers count from the end. Vectors recorded for another model type or
+    depth are refused (:meth:`~reptune.vectors.SteeringVectors.check_compatible`) unless
+    ``allow_mismatch=True``.
 
     Example:
         >>> steered = SteeredModel(model, vectors, layers=[14], coefficient=0.2)
@@ -134,12 +136,18 @@ class SteeredModel:
         positions: Positions = "all",
         layer_path: str | None = None,
         coefficient_unit: str = DEFAULT_COEFFICIENT_UNIT,
+        allow_mismatch: bool = False,
     ):
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(
+                f"model must be a torch.nn.Module (a transformers model), got "
+                f"{type(model).__name__}"
+            )
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}: use one of {MODES}")
         positions = validate_positions(positions)
         vectors = _vectors_for(model, vectors, layer_path)
-        vectors.check_compatible(model)
+        vectors.check_compatible(model, allow_mismatch=allow_mismatch)
         # Negative layers count from the end, as in extraction and training.
         n_layers = num_layers(model, layer_path)
         layers = check_layers(vectors.layers if layers is None else layers, n_layers)

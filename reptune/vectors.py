@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from .io import atomic_folder, recover_folder
+from .io import atomic_folder, read_folder_whole
 from .layers import hidden_size, num_layers, unwrap_model
+from .vector_files import (
+    METADATA_FILE,
+    VECTORS_FILE,
+    locate_vectors,
+    read_vector_files,
+    tensors_digest,
+)
 from .version import __version__
 
 __all__ = [
@@ -25,8 +32,8 @@ __all__ = [
     "describe_unit",
 ]
 
-VECTORS_FILE = "steering_vectors.safetensors"
-METADATA_FILE = "steering_vectors.json"
+logger = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
 
 #: What a steering coefficient is measured in. ``"residual_norm"``: a fraction of the layer's
@@ -62,12 +69,8 @@ def describe_unit(unit: str) -> str:
     return "fraction of the layer's median residual norm"
 
 
-def _digest(vectors: dict[int, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for layer in sorted(vectors):
-        h.update(str(layer).encode())
-        h.update(vectors[layer].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+#: Metadata fields compared with the model's own before vectors are used with it.
+MODEL_FIELDS = ("model_type", "num_layers", "hidden_size")
 
 
 @dataclass
@@ -111,7 +114,7 @@ class SteeringVectors:
                 )
             if vec.dim() != 1:
                 raise ValueError(f"vector for layer {layer} has shape {tuple(vec.shape)}; want 1-D")
-            if not torch.isfinite(vec).all():
+            if not torch.isfinite(vec.float()).all():  # float8 has no isfinite of its own
                 raise ValueError(
                     f"vector for layer {layer} contains NaN or inf; re-extract it (check the "
                     "pairs differ and the model runs in a stable dtype)"
@@ -234,22 +237,60 @@ class SteeringVectors:
             return vec
         return vec * (self.residual_norms[layer] / vec.norm())
 
-    def check_compatible(self, model) -> None:
-        """Raise a clear error if these vectors cannot be used with ``model``."""
-        width = hidden_size(model)
-        if width != self.hidden_size:
+    def check_compatible(self, model, *, allow_mismatch: bool = False) -> None:
+        """Raise a clear error if these vectors were made for a model unlike ``model``.
+
+        The one check every path applies (load with ``model=``, ``from_pretrained``, the CLI,
+        ``reptune serve``, :class:`~reptune.steering.SteeredModel`, the trainer). The recorded
+        ``model_type``, number of decoder blocks and hidden size must equal the model's (fields
+        the vectors do not record are not compared); ``allow_mismatch=True`` accepts a
+        difference knowingly and records the accepted model in ``metadata["accepted_models"]``,
+        so the steering, sweeps and servers built on these vectors accept it too. The vectors'
+        width and layers must fit the model in any case.
+
+        Example:
+            >>> vecs.check_compatible(model)
+            >>> vecs.check_compatible(other_model_same_width, allow_mismatch=True)
+        """
+        if not isinstance(allow_mismatch, bool):
+            raise TypeError(f"allow_mismatch must be a bool, got {type(allow_mismatch).__name__}")
+        actual = self.describe_model(model)
+        made_for = self.metadata.get("model_name", "unknown")
+        differ = [
+            f"{key} {self.metadata[key]!r} vs {actual[key]!r}"
+            for key in MODEL_FIELDS
+            if self.metadata.get(key) is not None
+            and actual.get(key) is not None
+            and self.metadata[key] != actual[key]
+        ]
+        width, own = actual["hidden_size"], self.vectors[self.layers[0]].shape[0]
+        if width != own:
             raise ValueError(
-                f"vectors have hidden size {self.hidden_size} but the model's residual stream has "
-                f"{width}: they were made for another model "
-                f"({self.metadata.get('model_name', 'unknown')})"
+                f"vectors have hidden size {own} but the model's residual stream has {width}: "
+                f"they were made for another model ({made_for}; hidden_size {own} vs {width}), "
+                "and no flag can make them fit"
             )
-        n = num_layers(model)
+        n = actual["num_layers"]
         too_deep = [layer for layer in self.layers if layer >= n]
         if too_deep:
             raise ValueError(
                 f"vectors exist for layers {too_deep} but the model has only {n} decoder blocks: "
-                f"they were made for another model ({self.metadata.get('model_name', 'unknown')})"
+                f"they were made for another model ({made_for}); select layers below {n}"
             )
+        fields = {key: actual[key] for key in MODEL_FIELDS}
+        accepted = self.metadata.get("accepted_models") or []
+        if not differ or fields in accepted:
+            return
+        if not allow_mismatch:
+            raise ValueError(
+                f"these vectors were made for another model ({made_for}, not "
+                f"{actual['model_name']}): {'; '.join(differ)}. Use vectors extracted from this "
+                "model, or pass allow_mismatch=True (--allow_vector_mismatch) to use them anyway"
+            )
+        logger.warning(
+            "using vectors made for %s on %s: %s", made_for, actual["model_name"], differ
+        )
+        self.metadata["accepted_models"] = [*accepted, fields]
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -282,7 +323,7 @@ class SteeringVectors:
         meta.update(
             format_version=FORMAT_VERSION,
             layers=self.layers,
-            tensors_sha256=_digest({k: tensors[f"layer.{k}"] for k in self.layers}),
+            tensors_sha256=tensors_digest({k: tensors[f"layer.{k}"] for k in self.layers}),
         )
         meta.setdefault("reptune_version", __version__)
         text = json.dumps(meta, indent=2, sort_keys=True, default=str)
@@ -290,84 +331,32 @@ class SteeringVectors:
         (folder / METADATA_FILE).write_text(text)
 
     @classmethod
-    def load(cls, directory: str | Path, model=None, device=None) -> SteeringVectors:
+    def load(
+        cls, directory: str | Path, model=None, device=None, *, allow_mismatch: bool = False
+    ) -> SteeringVectors:
         """Load vectors saved by :meth:`save`; with ``model``, check they fit it.
+
+        The check is :meth:`check_compatible` (``allow_mismatch=True`` accepts vectors recorded
+        for another model type or depth knowingly). A folder being replaced by another writer
+        is read whole: the old version or the new one, never a mix.
 
         Example:
             >>> vecs = SteeringVectors.load("runs/honesty/vectors", model=model)
         """
-        directory = recover_folder(Path(directory))
-        tensor_path, meta_path = directory / VECTORS_FILE, directory / METADATA_FILE
-        for path in (tensor_path, meta_path):
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path} is missing: {directory} is not a saved SteeringVectors folder "
-                    f"(expected {VECTORS_FILE} and {METADATA_FILE})"
-                )
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{meta_path} is not valid JSON ({err}); re-save the vectors") from err
-        if not isinstance(meta, dict):
-            raise ValueError(
-                f"{meta_path} holds a JSON {type(meta).__name__}, not the object that "
-                "SteeringVectors.save writes; re-save the vectors"
-            )
-        try:
-            raw = load_file(str(tensor_path), device="cpu")
-        except Exception as err:  # safetensors raises its own error types
-            raise ValueError(
-                f"{tensor_path} is corrupt or not a safetensors file ({err}); re-save the vectors"
-            ) from err
-        vectors = {}
-        for key, value in raw.items():
-            prefix, _, index = key.partition(".")
-            if prefix != "layer" or not index.isdigit():
-                raise ValueError(
-                    f"unexpected tensor {key!r} in {tensor_path}: expected layer.<index>"
-                )
-            vectors[int(index)] = value
-        if not vectors:
-            raise ValueError(f"{tensor_path} holds no vectors; re-save them")
-        expected = meta.get("tensors_sha256")
-        if expected and expected != _digest(vectors):
-            raise ValueError(
-                f"{tensor_path} does not match the checksum in {meta_path}: the files come from "
-                "different saves or were modified; re-save the vectors"
-            )
-        if "layers" in meta and meta["layers"] != sorted(vectors):
-            raise ValueError(
-                f"{meta_path} lists layers {meta['layers']} but {tensor_path} holds "
-                f"{sorted(vectors)}: the files come from different saves; re-save the vectors"
-            )
-        for key in ("format_version", "layers", "tensors_sha256"):
-            meta.pop(key, None)
-        for key in ("diagnostics", "residual_norms"):  # JSON turned the layer keys into strings
-            value = meta.get(key)
-            if value is None:
-                continue
-            if not isinstance(value, dict) or not all(str(k).isdigit() for k in value):
-                raise ValueError(
-                    f"{meta_path}: {key!r} must map layer indices to values, got {value!r:.80}; "
-                    "re-save the vectors"
-                )
-            meta[key] = {int(k): v for k, v in value.items()}
-        norms = meta.get("residual_norms") or {}
-        bad = {k: v for k, v in norms.items() if not (isinstance(v, (int, float)) and v > 0)}
-        if bad:
-            raise ValueError(
-                f"{meta_path}: residual_norms must be positive numbers, got {bad}; re-save the "
-                "vectors or record the norms again with with_residual_norms"
-            )
-        try:
-            vecs = cls(vectors, meta)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{directory} holds invalid vectors: {err}") from err
+        vecs = read_folder_whole(Path(directory), cls._read)
         if model is not None:
-            vecs.check_compatible(model)
+            vecs.check_compatible(model, allow_mismatch=allow_mismatch)
         if device is not None:
             vecs = vecs.to(device=device)
         return vecs
+
+    @classmethod
+    def _read(cls, directory: Path) -> SteeringVectors:
+        vectors, meta = read_vector_files(directory)
+        try:
+            return cls(vectors, meta)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{directory} holds invalid vectors: {err}") from err
 
     @classmethod
     def describe_model(cls, model) -> dict[str, Any]:
@@ -385,28 +374,34 @@ class SteeringVectors:
         }
 
     # -- Hub -------------------------------------------------------------------------------
-    def push_to_hub(self, repo_id: str, **kwargs) -> str:
-        """Upload the vectors with a vector card to the Hub model repo ``repo_id``.
-
-        Keyword arguments: see :func:`reptune.vector_hub.push_vectors_to_hub`.
-
-        Example:
-            >>> vecs.push_to_hub("me/smollm2-sentiment-vectors", private=True)
-        """
-        from .vector_hub import push_vectors_to_hub
-
-        return push_vectors_to_hub(self, repo_id, **kwargs)
-
     @classmethod
-    def from_pretrained(cls, repo_id_or_folder: str | Path, **kwargs) -> SteeringVectors:
-        """Load vectors from a Hub repo or a local folder; with ``model=``, refuse a misfit.
+    def from_pretrained(
+        cls,
+        repo_id_or_folder: str | Path,
+        *,
+        revision: str | None = None,
+        model=None,
+        subfolder: str | None = None,
+        token: str | None = None,
+        cache_dir: str | Path | None = None,
+        device=None,
+        allow_mismatch: bool = False,
+    ) -> SteeringVectors:
+        """Load vectors from a Hub repo (at ``revision``) or a local folder.
 
-        Keyword arguments (``revision``, ``model``, ``subfolder``, ...): see
-        :func:`reptune.vector_hub.load_vectors`.
+        The files are found by :func:`reptune.vector_files.locate_vectors` (the root, then
+        ``vectors/``, or ``subfolder``); with ``model=`` they are checked by
+        :meth:`check_compatible`, as :meth:`load` does. To upload vectors, see
+        :func:`reptune.publish.vector_hub.push_vectors_to_hub`.
 
         Example:
             >>> vecs = SteeringVectors.from_pretrained("me/smollm2-sentiment-vectors", model=model)
         """
-        from .vector_hub import load_vectors
-
-        return load_vectors(repo_id_or_folder, **kwargs)
+        folder = locate_vectors(
+            repo_id_or_folder,
+            revision=revision,
+            subfolder=subfolder,
+            token=token,
+            cache_dir=cache_dir,
+        )
+        return cls.load(folder, model=model, device=device, allow_mismatch=allow_mismatch)

@@ -240,6 +240,39 @@ def _empty_training_set(w):
     RepTuneTrainer(w.model, args, train_dataset=[], processing_class=w.tok).train()
 
 
+def _trainer(w, **kwargs):
+    from reptune.training.trainer import RepTuneTrainer
+
+    args = _config(w.path("trained"), report_to=[], max_steps=1, rep_layers=[1])
+    kwargs.setdefault("vectors", w.vectors())
+    RepTuneTrainer(w.model, args, train_dataset=ROWS_TO_TUNE, processing_class=w.tok, **kwargs)
+
+
+def _trainer_with_args(w, args):
+    from reptune.training.trainer import RepTuneTrainer
+
+    RepTuneTrainer(w.model, args, vectors=w.vectors(), processing_class=w.tok)
+
+
+ROWS_TO_TUNE = [{"prompt": "Hi", "completion": "Hello there"}] * 2
+
+
+def _honesty_args(**kwargs):
+    from reptune.workflow.honesty import HonestyArguments
+
+    HonestyArguments(**kwargs).check_counts()
+
+
+def _serve(w, body):
+    from reptune.serve import ChatServer
+
+    tok = make_tokenizer(pad=True)
+    ChatServer(w.model, tok, w.vectors(), model_name="tiny").parse(body)
+
+
+CHAT = [{"role": "user", "content": "hi"}]
+
+
 API_ROWS = [
     # SteeredModel: construction
     Row("coefficient-str", lambda w: w.steered(coefficient="5"), TypeError, "coefficient.*str"),
@@ -962,6 +995,195 @@ CLI_ROWS = [
             + _m(w)
         ),
         match="train_layers is for finetune='layers'",
+    ),
+    # comma lists: split, but an empty entry is refused before anything loads
+    Row(
+        "tune-lora-target-modules-empty-entry",
+        lambda w: (
+            ["tune", "--data", w.path("rows.jsonl"), "--output_dir", w.path("out")]
+            + ["--vectors", w.path("vectors"), "--lora_target_modules", "q_proj,,v_proj"]
+            + _m(w)
+        ),
+        match="--lora_target_modules 'q_proj,,v_proj' has an empty entry",
+    ),
+    Row(
+        "sweep-limit-above-the-data",
+        lambda w: (
+            ["sweep", "--vectors", w.path("vectors"), "--data", str(FIXTURES / "claims.csv")]
+            + [
+                "--limit",
+                "40",
+                "--layers",
+                "1",
+                "--coefficients",
+                "0",
+                "1",
+                "--output",
+                w.path("o"),
+            ]
+            + _m(w)
+        ),
+        match="fewer than the 40 asked for",
+    ),
+    Row(
+        "eval-limit-above-the-data",
+        lambda w: (
+            ["eval", "--data", str(FIXTURES / "claims.csv"), "--limit", "40"]
+            + ["--output", w.path("o")]
+            + _m(w)
+        ),
+        match="fewer than the 40 asked for",
+    ),
+    Row(
+        "steer-layers-trailing-comma",
+        lambda w: (
+            ["steer", "--vectors", w.path("vectors"), "--prompt", "hi", "--layers", "1,"] + _m(w)
+        ),
+        match="--layers '1,' has an empty entry",
+    ),
+]
+API_ROWS += [
+    # Public entry points: the argument and the expected type are named.
+    Row(
+        "trainer-peft-config-dict",
+        lambda w: _trainer(w, peft_config={"r": 8}),
+        TypeError,
+        "peft_config must be a peft.PeftConfig.*got dict",
+    ),
+    Row(
+        "trainer-peft-config-model-config",
+        lambda w: _trainer(w, peft_config=w.model.config),
+        TypeError,
+        "peft_config must be a peft.PeftConfig.*got LlamaConfig",
+    ),
+    Row(
+        "trainer-peft-config-str",
+        lambda w: _trainer(w, peft_config="lora"),
+        TypeError,
+        "peft_config must be a peft.PeftConfig.*got str",
+    ),
+    Row(
+        "trainer-vectors-list",
+        lambda w: _trainer(w, vectors=[torch.ones(32)]),
+        TypeError,
+        "vectors must be a SteeringVectors.*got list",
+    ),
+    Row(
+        "trainer-args-dict",
+        lambda w: _trainer_with_args(w, {"output_dir": w.path("never")}),
+        TypeError,
+        "args must be a RepTuneConfig, got dict",
+    ),
+    Row(
+        "trainer-ref-model-str",
+        lambda w: _trainer(w, ref_model="base"),
+        TypeError,
+        "ref_model must be a torch.nn.Module, got str",
+    ),
+    Row(
+        "steered-model-none",
+        lambda w: SteeredModel(None, w.vectors()),
+        TypeError,
+        "model must be a torch.nn.Module.*got NoneType",
+    ),
+    Row(
+        "steered-vectors-list",
+        lambda w: SteeredModel(w.model, [torch.ones(32)]),
+        TypeError,
+        "vectors must be SteeringVectors.*got list",
+    ),
+    Row(
+        "steered-layers-str",
+        lambda w: w.steered(layers="1"),
+        TypeError,
+        "layers must be an int or a list of ints, got str",
+    ),
+    Row(
+        "steered-layers-float",
+        lambda w: w.steered(layers=1.0),
+        TypeError,
+        "layers must be an int or a list of ints, got float",
+    ),
+    Row(
+        "extract-pairs-path",
+        lambda w: extract_vectors(w.model, w.tok, w.path("pairs.jsonl"), layers=[1]),
+        TypeError,
+        "pairs must be a list of ContrastivePair, got str.*load_pairs",
+    ),
+    Row(
+        "extract-pairs-dicts",
+        lambda w: extract_vectors(w.model, w.tok, [{"positive": "a", "negative": "b"}]),
+        TypeError,
+        "pair 0 is a dict.*ContrastivePair",
+    ),
+    # requested counts: delivered or refused, never shrunk
+    Row(
+        "split-dev-test-too-few",
+        lambda w: __import__("reptune.workflow.select").workflow.select.split_dev_test(
+            list(range(10)), 4, 8
+        ),
+        match="asks for 12 units but only 10 exist",
+    ),
+    Row(
+        "split-pairs-no-test-item",
+        lambda w: __import__("reptune.pairs").pairs.split_pairs([1, 2], 0.2),
+        match="leaves no test item",
+    ),
+    Row(
+        "load-items-limit-above-the-data",
+        lambda w: __import__("reptune.evaluation.ab.datasets").evaluation.ab.datasets.load_items(
+            str(FIXTURES / "claims.csv"), limit=50
+        ),
+        match="holds 6 items, fewer than the 50 asked for",
+    ),
+    Row(
+        "sample-items-above-the-data",
+        lambda w: __import__("reptune.evaluation.ab.sampling").evaluation.ab.sampling.sample_items(
+            [1, 2], 3
+        ),
+        match="sample of 3 items but only 2 exist",
+    ),
+    Row(
+        "caa-limit-above-the-data",
+        lambda w: __import__("reptune.pairs").pairs.load_caa_pairs(
+            FIXTURES / "caa_behaviour.json", limit=500
+        ),
+        match="fewer than limit=500",
+    ),
+    Row(
+        "honesty-eval-limit-above-the-data",
+        lambda w: _honesty_args(eval_sets=[str(FIXTURES / "claims.csv")], eval_limit=50),
+        match="holds 6 items, fewer than the 50 asked for",
+    ),
+    Row(
+        "behaviour-section-prompts-above-the-data",
+        lambda w: _honesty_args(behaviour_section={"behaviour": "sentiment", "dev_prompts": 900}),
+        match="asks for 940 units but only",
+    ),
+    # reptune serve: a request body's values
+    Row(
+        "serve-null-coefficient",
+        lambda w: _serve(w, {"messages": CHAT, "reptune": {"layers": [1], "coefficient": None}}),
+        ValueError,
+        "reptune.coefficient is required.*not null",
+    ),
+    Row(
+        "serve-huge-int-coefficient",
+        lambda w: _serve(w, {"messages": CHAT, "reptune": {"coefficient": 10**400}}),
+        ValueError,
+        "reptune.coefficient must be between",
+    ),
+    Row(
+        "serve-huge-int-temperature",
+        lambda w: _serve(w, {"messages": CHAT, "temperature": 10**400}),
+        ValueError,
+        "temperature must be between",
+    ),
+    Row(
+        "serve-model-not-a-string",
+        lambda w: _serve(w, {"messages": CHAT, "model": {"id": 1}}),
+        ValueError,
+        "model must be a string",
     ),
 ]
 for row in CLI_ROWS:

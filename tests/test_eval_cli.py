@@ -66,7 +66,7 @@ def test_eval_end_to_end(run, tmp_path):
             str(FIXTURES / "claims.csv"),
             str(FIXTURES / "caa_behaviour.json"),
             "--limit",
-            "4",
+            "3",
             "--scorer",
             "letter",
             "generate",
@@ -98,7 +98,7 @@ def test_eval_end_to_end(run, tmp_path):
         for c in ("honest", "dishonest")
         for s in ("letter", "generate")
     }
-    assert all(r["n"] == 4 or r["dataset"] == "caa_behaviour" for r in ab)
+    assert all(r["n"] == 3 for r in ab)  # exactly the --limit asked for, in every set
     for plot in ("ab_letter.png", "ab_generate.png"):
         assert (out / "plots" / plot).read_bytes()[:4] == b"\x89PNG"
     assert "## Perplexity" in (out / "report.md").read_text()

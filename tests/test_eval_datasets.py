@@ -150,7 +150,10 @@ def test_balanced_positions_and_sampling():
     sample = sample_items(items, 30, seed=0)
     assert Counter(it.target for it in sample) == {"A": 15, "B": 15}
     assert [int(it.question[1:]) for it in sample] == sorted(int(it.question[1:]) for it in sample)
-    assert len(sample_items(items, 500)) == 100
+    assert len(sample_items(items, 100)) == 100
+    with pytest.raises(ValueError, match="sample of 500 items but only 100 exist"):
+        sample_items(items, 500)  # never fewer than asked, silently
+    assert len(load_items(FIXTURES / "claims.csv", at_most=500)) == 6  # a cap, by name
     skewed = sample_items(items, 60, seed=0)  # only 20 "B" exist
     assert Counter(it.target for it in skewed) == {"A": 40, "B": 20}
     limited = load_items(FIXTURES / "claims.csv", limit=2)

@@ -167,3 +167,95 @@ def test_shipped_data_resolver():
     assert io.resolve_data("data/x.csv") == "data/x.csv"
     with pytest.raises(FileNotFoundError, match="ships no data file"):
         io.resolve_data("reptune:nothing.jsonl")
+
+
+# -- concurrent writers and readers, in real processes -------------------------------------------
+ROUNDS = 20
+SAVES_PER_ROUND = 4
+
+
+def _writer(target, who: int, barrier, errors) -> None:
+    import torch
+
+    from reptune.vectors import SteeringVectors
+
+    try:
+        for round_ in range(ROUNDS):
+            value = float(100 * who + round_)
+            vecs = SteeringVectors({1: torch.full((64,), value), 2: torch.full((64,), -value)})
+            barrier.wait(timeout=30)
+            for _ in range(SAVES_PER_ROUND):
+                vecs.save(target)
+    except BaseException as err:  # reported to the test, whatever it is
+        errors.put(f"writer {who}: {type(err).__name__}: {err}")
+
+
+def _reader(target, barrier, errors, seen) -> None:
+    from reptune.vectors import SteeringVectors
+
+    try:
+        for _ in range(ROUNDS):
+            barrier.wait(timeout=30)
+            for _ in range(2 * SAVES_PER_ROUND):
+                vecs = SteeringVectors.load(target)
+                value = float(vecs[1][0])
+                if not (vecs[1] == value).all() or not (vecs[2] == -value).all():
+                    errors.put(f"reader: a mixed version {vecs.vectors}")
+                seen.put(value)
+    except BaseException as err:
+        errors.put(f"reader: {type(err).__name__}: {err}")
+
+
+def test_two_writers_and_a_reader_in_separate_processes_never_fail(tmp_path):
+    import multiprocessing
+
+    import torch
+
+    from reptune.vectors import SteeringVectors
+
+    torch.set_num_threads(1)
+    target = tmp_path / "v"
+    SteeringVectors({1: torch.full((64,), -1.0), 2: torch.full((64,), 1.0)}).save(target)
+    ctx = multiprocessing.get_context("fork")
+    barrier, errors, seen = ctx.Barrier(3), ctx.Queue(), ctx.Queue()
+    procs = [ctx.Process(target=_writer, args=(target, who, barrier, errors)) for who in (1, 2)]
+    procs.append(ctx.Process(target=_reader, args=(target, barrier, errors, seen)))
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    problems = []
+    while not errors.empty():
+        problems.append(errors.get())
+    assert not problems, problems
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    final = float(SteeringVectors.load(target)[1][0])
+    assert final in (100.0 + ROUNDS - 1, 200.0 + ROUNDS - 1)  # the last writer wins
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v"]  # nothing parked or left over
+    assert not seen.empty()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_files_and_folders_get_the_modes_of_a_plain_open_under_the_umask(tmp_path, umask):
+    import stat
+
+    import torch
+
+    from reptune.vectors import SteeringVectors
+
+    old = os.umask(umask)
+    try:
+        (tmp_path / "plain.txt").write_text("x")
+        (tmp_path / "plain_dir").mkdir()
+        SteeringVectors({1: torch.ones(4)}).save(tmp_path / "v")
+        io.write_json(tmp_path / "v" / "extra.json", {"a": 1})
+    finally:
+        os.umask(old)
+
+    def mode(p):
+        return stat.S_IMODE(os.stat(p).st_mode)
+
+    assert mode(tmp_path / "plain.txt") == 0o666 & ~umask
+    assert mode(tmp_path / "v") == mode(tmp_path / "plain_dir") == 0o777 & ~umask
+    for name in ("steering_vectors.safetensors", "steering_vectors.json", "extra.json"):
+        assert mode(tmp_path / "v" / name) == mode(tmp_path / "plain.txt"), name

@@ -9,10 +9,10 @@ from conftest import make_model, make_tokenizer
 from dist.rt_common import make_args, make_rows
 
 from reptune.publish.gguf_export import export_control_vector, load_control_vector
+from reptune.publish.vector_hub import build_vector_card
 from reptune.steering import SteeredModel
 from reptune.training import RepTuneCollator, RepTuneTrainer
 from reptune.training.learned_vectors import learn_vectors, sequence_log_likelihoods
-from reptune.vector_hub import build_vector_card
 from reptune.vectors import SteeringVectors
 
 PROMPTS = [

@@ -16,6 +16,8 @@ import pytest
 import requests
 import torch
 from conftest import make_model, make_tokenizer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from reptune import cli
 from reptune.extract import measure_residual_norms
@@ -182,6 +184,21 @@ BAD_REQUESTS = [
     ({"messages": USER, "n": 2}, 400, "only n=1"),
     ({"messages": USER, "stream": True}, 400, "streaming is not supported"),
     ({"messages": USER, "model": "gpt-4"}, 404, "serves 'tiny'"),
+    # Values that break naive checks: huge integers, deep nesting, null where a value is needed.
+    ({"messages": USER, "reptune": {"coefficient": 10**400}}, 400, "reptune.coefficient must be"),
+    ({"messages": USER, "temperature": -(10**400)}, 400, "temperature must be between"),
+    ({"messages": USER, "max_tokens": 10**400}, 400, "max_tokens must be between"),
+    ({"messages": USER, "reptune": {"layers": [10**400], "coefficient": 1}}, 400, "reptune.layers"),
+    ('{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}", 400, "nested too deeply"),
+    ({"messages": USER, "reptune": {"coefficient": None}}, 400, "coefficient is required"),
+    ({"messages": USER, "reptune": {"coefficient": None, "mode": "ablate"}}, 400, "is null"),
+    ({"messages": USER, "reptune": {"coefficient": 1e9}}, 400, "reptune.coefficient must be"),
+    ({"messages": USER, "reptune": {"layers": None, "coefficient": 1}}, 400, "reptune.layers"),
+    ({"messages": USER, "reptune": {"mode": None, "coefficient": 1}}, 400, "reptune.mode"),
+    ({"messages": USER, "reptune": {"mode": [1], "coefficient": 1}}, 400, "reptune.mode"),
+    ({"messages": USER, "model": ["tiny"]}, 400, "model must be a string"),
+    ({"messages": USER, "stream": "yes"}, 400, "stream must be true or false"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}, 400, "text"),
 ]
 
 
@@ -298,3 +315,59 @@ def test_event_loop_answers_while_a_generation_runs():
         release.set()
         assert first.result().status_code == 200
         assert chat(running.url).status_code == 200
+
+
+# -- fuzzing: random JSON bodies never get a 5xx, and the server keeps serving ---------------------
+JSON_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**450), max_value=10**450),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+)
+ANY_JSON = st.recursive(
+    JSON_LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+STEERING = st.fixed_dictionaries(
+    {},
+    optional={key: ANY_JSON | st.sampled_from([1, [1], "add", "ablate", "raw", "all", 0.5])
+              for key in ("layers", "coefficient", "coefficient_unit", "mode", "positions")},
+)  # fmt: skip
+BODIES = st.one_of(
+    ANY_JSON,
+    st.fixed_dictionaries(
+        {"messages": st.one_of(ANY_JSON, st.just(USER))},
+        optional={
+            key: ANY_JSON
+            for key in ("model", "max_tokens", "temperature", "top_p", "seed", "stop", "n")
+        }
+        | {"reptune": st.one_of(ANY_JSON, STEERING), "stream": ANY_JSON},
+    ),
+    st.integers(min_value=1, max_value=20_000).map(lambda d: "[" * d + "]" * d),
+)
+
+
+def _json_text(body) -> str:
+    return body if isinstance(body, str) else json.dumps(body)  # NaN and Infinity as JS writes them
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(body=BODIES)
+def test_random_json_bodies_get_a_4xx_or_an_answer_never_a_5xx(served, body):
+    url = f"{served.url}/v1/chat/completions"
+    if isinstance(body, dict) and "max_tokens" not in body:
+        body = {**body, "max_tokens": 2}  # keep the accepted ones quick
+    answer = requests.post(url, data=_json_text(body), timeout=30)
+    assert answer.status_code < 500, answer.text[:300]
+    if answer.status_code != 200:
+        error = answer.json()["error"]
+        assert error["type"] == "invalid_request_error" and error["message"]
+    assert requests.get(f"{served.url}/health", timeout=10).json()["status"] == "ok"

@@ -11,10 +11,15 @@ import torch
 from conftest import make_model
 from huggingface_hub import HfApi, ModelCard
 
-import reptune.vector_hub as vector_hub
+import reptune.vector_files as vector_files
 from reptune.cli import main
 from reptune.publish.hub import push_run
-from reptune.vector_hub import build_vector_card, check_vectors_fit, load_vectors
+from reptune.publish.vector_hub import (
+    build_vector_card,
+    check_vectors_fit,
+    load_vectors,
+    push_vectors_to_hub,
+)
 from reptune.vectors import SteeringVectors
 
 REPO = "someone/tiny-sentiment-vectors"
@@ -69,7 +74,7 @@ def hub(monkeypatch, tmp_path):
 
     monkeypatch.setattr(HfApi, "create_repo", create_repo)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-    monkeypatch.setattr(vector_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(vector_files, "snapshot_download", snapshot_download)
     return calls
 
 
@@ -99,7 +104,7 @@ def test_vector_card_records_what_a_user_needs(tmp_path):
 
 def test_push_to_hub_uploads_the_vectors_and_their_card(hub):
     vecs = _vectors()
-    url = vecs.push_to_hub(REPO, private=True)
+    url = push_vectors_to_hub(vecs, REPO, private=True)
     assert url.endswith("/commit/abc")
     (create,) = hub["create_repo"]
     assert create["repo_id"] == REPO and create["private"] is True and create["token"] is None
@@ -112,7 +117,7 @@ def test_push_to_hub_uploads_the_vectors_and_their_card(hub):
 def test_from_pretrained_round_trip_and_revision(hub, tmp_path):
     model = make_model("llama", n_layers=4, hidden=32)
     vecs = _vectors(model)
-    vecs.push_to_hub(REPO)
+    push_vectors_to_hub(vecs, REPO)
     back = SteeringVectors.from_pretrained(REPO, revision="v1", model=model)
     (call,) = hub["snapshot_download"]
     assert call["repo_id"] == REPO and call["revision"] == "v1"
@@ -127,7 +132,7 @@ def test_from_pretrained_round_trip_and_revision(hub, tmp_path):
 
 def test_loading_refuses_vectors_made_for_another_model(hub):
     llama = make_model("llama", n_layers=4, hidden=32)
-    _vectors(llama).push_to_hub(REPO)
+    push_vectors_to_hub(_vectors(llama), REPO)
     others = {
         "model_type": make_model("gpt2", n_layers=4, hidden=32),
         "num_layers": make_model("llama", n_layers=6, hidden=32),
@@ -181,6 +186,6 @@ def test_a_failed_download_names_the_repo_and_revision(monkeypatch):
     def offline(repo_id, **kwargs):
         raise OSError("no network")
 
-    monkeypatch.setattr(vector_hub, "snapshot_download", offline)
+    monkeypatch.setattr(vector_files, "snapshot_download", offline)
     with pytest.raises(FileNotFoundError, match="'runs/v' is not a local folder.*v2.*no network"):
         SteeringVectors.from_pretrained("runs/v", revision="v2")

@@ -96,3 +96,49 @@ def test_residual_norm_unit_without_norms_is_a_clear_error():
         _vecs().direction(1, "percent")
     with pytest.raises(ValueError, match="positive"):
         _vecs().with_residual_norms({1: 0.0})
+
+
+# Every floating dtype the constructor accepts, with the values that tell dtypes apart.
+SAVED_DTYPES = [
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+    torch.float8_e4m3fn,
+    torch.float8_e5m2,
+    *[
+        getattr(torch, name)
+        for name in ("float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu")
+        if hasattr(torch, name)
+    ],
+]
+
+
+@pytest.mark.parametrize("dtype", SAVED_DTYPES, ids=str)
+def test_every_accepted_dtype_round_trips_bit_exactly(dtype, tmp_path):
+    g = torch.Generator().manual_seed(3)
+    sign = 1.0 if dtype == getattr(torch, "float8_e8m0fnu", None) else -1.0  # e8m0: no sign
+    values = torch.rand(16, generator=g) * 3 + 0.1
+    vectors = {0: values.to(dtype), 5: (sign * values).to(dtype)}
+    vecs = SteeringVectors(vectors, {"num_layers": 6})
+    vecs.save(tmp_path / "v")
+    back = SteeringVectors.load(tmp_path / "v")
+    for layer in (0, 5):
+        assert back[layer].dtype == dtype
+        assert torch.equal(back[layer].view(torch.uint8), vecs[layer].view(torch.uint8))
+
+
+def test_the_table_covers_every_floating_dtype_the_constructor_accepts():
+    floating = {
+        d
+        for d in vars(torch).values()
+        if isinstance(d, torch.dtype) and d.is_floating_point and not d.is_complex
+    }
+    accepted = set()
+    for dtype in floating:
+        try:
+            SteeringVectors({0: torch.zeros(4).to(dtype)})
+        except (TypeError, RuntimeError, NotImplementedError):
+            continue
+        accepted.add(dtype)
+    assert accepted <= set(SAVED_DTYPES), sorted(map(str, accepted - set(SAVED_DTYPES)))

@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..hooks import CallPositions, intervene
-from ..io import atomic_folder, jsonable, read_json, recover_folder
+from ..io import atomic_folder, jsonable, read_folder_whole, read_json
 from ..layers import check_layers, model_device, num_layers, unwrap_model
 from ..steering import SteeredModel
 from ..tokenization import context_length, encode_batch
@@ -201,7 +201,10 @@ class ProjectionResult:
         Example:
             >>> res = ProjectionResult.load("runs/x/projections")
         """
-        directory = recover_folder(Path(directory))
+        return read_folder_whole(Path(directory), cls._read)
+
+    @classmethod
+    def _read(cls, directory: Path) -> ProjectionResult:
         meta = read_json(directory / METADATA_FILE, "projection metadata")
         path = directory / TENSORS_FILE
         if not path.is_file():

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import math
-from dataclasses import field
+from dataclasses import field, fields
 from pathlib import Path
 
 from trl import TrlParser
 
+from ..evaluation.ab.sampling import limit_options
 from ..vectors import COEFFICIENT_UNITS, DEFAULT_COEFFICIENT_UNIT, check_coefficient_unit
 
 __all__ = [
     "parse",
+    "split_comma_lists",
     "coefficient_unit_field",
+    "allow_vector_mismatch_field",
     "check_at_least",
     "check_finite",
     "check_output_folder",
     "load_vectors_option",
+    "limit_options",
 ]
 
 
@@ -36,14 +40,109 @@ def coefficient_unit_field():
     )
 
 
+#: List options whose values are free text (a prompt may hold a comma): never split.
+TEXT_LIST_OPTIONS = frozenset({"prompt", "pca_texts", "limitations"})
+
+
+def _list_options(dataclass_types) -> dict[str, type]:
+    """``{option: element type}`` of the list options of ``dataclass_types``.
+
+    Read from the parser's own actions (``nargs`` ``+`` or ``*``): the dataclass annotations
+    are not reliable once a parser was built, as it rewrites ``Optional`` field types.
+    """
+    parser = TrlParser(dataclass_types)
+    return {
+        action.dest: action.type if action.type in (int, float) else str
+        for action in parser._actions
+        if action.nargs in ("+", "*")
+        and action.option_strings
+        and action.dest not in TEXT_LIST_OPTIONS
+    }
+
+
+def _convert(option: str, kind: type, text: str):
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"--{option} takes {kind.__name__} values, got {text!r}") from None
+
+
+def _split(option: str, text: str) -> list[str]:
+    parts = [part.strip() for part in text.split(",")]
+    if any(not part for part in parts):
+        raise ValueError(
+            f"--{option} {text!r} has an empty entry: separate values with single commas or "
+            "spaces, e.g. --lora_target_modules q_proj,v_proj"
+        )
+    return parts
+
+
+def split_comma_lists(dataclass_types, argv) -> list[str]:
+    """``argv`` with the values of list options split at commas (``--layers 3,4`` is
+    ``--layers 3 4``), so every list option takes a comma list as many tools do.
+
+    Free-text lists (:data:`TEXT_LIST_OPTIONS`, such as ``--prompt``) are left whole.
+
+    Example:
+        >>> split_comma_lists([ModelArguments], ["--lora_target_modules", "q_proj,v_proj"])
+        ['--lora_target_modules', 'q_proj', 'v_proj']
+    """
+    lists, out, current = _list_options(dataclass_types), [], None
+    for token in argv:
+        if token.startswith("--"):
+            name, eq, value = token.partition("=")
+            current = name[2:] if name[2:] in lists else None
+            if current and eq:
+                out += [name, *_split(current, value)]
+                continue
+            out.append(token)
+        elif current and "," in token:
+            out += _split(current, token)
+        else:
+            out.append(token)
+    return out
+
+
+def _split_config_values(parsed, dataclass_types) -> None:
+    """The same for list values set from ``--config`` YAML (``layers: "3,4"``)."""
+    lists = _list_options(dataclass_types)
+    for obj in parsed:
+        for name in lists.keys() & {f.name for f in fields(obj)}:
+            value = getattr(obj, name)
+            if isinstance(value, str):
+                value = [value]
+            if isinstance(value, list) and any(isinstance(v, str) and "," in v for v in value):
+                split = [p for v in value for p in (_split(name, v) if isinstance(v, str) else [v])]
+                setattr(obj, name, [_convert(name, lists[name], str(v)) for v in split])
+
+
 def parse(dataclass_types, argv, prog: str):
     """Parse ``argv`` into the dataclasses; ``--config FILE.yaml`` supplies defaults.
+
+    List options take space- or comma-separated values (:func:`split_comma_lists`).
 
     Example:
         >>> (args,) = parse((ExtractArguments,), ["--config", "run.yaml"], "reptune extract")
     """
     parser = TrlParser(dataclass_types, prog=prog)
-    return parser.parse_args_and_config(list(argv))
+    parsed = parser.parse_args_and_config(split_comma_lists(dataclass_types, list(argv)))
+    _split_config_values(parsed, dataclass_types)
+    return parsed
+
+
+def allow_vector_mismatch_field():
+    """The ``--allow_vector_mismatch`` option, the same in every command that takes vectors.
+
+    Example:
+        >>> allow_vector_mismatch: bool = allow_vector_mismatch_field()
+    """
+    return field(
+        default=False,
+        metadata={
+            "help": "use --vectors recorded for another model_type or depth anyway (the width "
+            "and layers must still fit the model)"
+        },
+    )
 
 
 def check_at_least(name: str, value, low: int = 1) -> None:

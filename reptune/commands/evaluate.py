@@ -15,11 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..workflow.args import TunedModelArguments
-from . import coefficient_unit_field, parse
+from . import allow_vector_mismatch_field, coefficient_unit_field, limit_options, parse
 
 __all__ = ["HELP", "EvalArguments", "main"]
 
 HELP = "evaluate a model: A/B honesty rates, perplexity, lm-eval tasks -> report"
+
+
+#: Items per set when ``--limit`` is not given (a cap: every item of a smaller set).
+DEFAULT_LIMIT = 200
 
 
 @dataclass(kw_only=True)
@@ -50,7 +54,11 @@ class EvalArguments(TunedModelArguments):
     dataset_config: str | None = field(default=None, metadata={"help": "HF dataset config"})
     split: str = field(default="validation", metadata={"help": "HF dataset split"})
     limit: int | None = field(
-        default=200, metadata={"help": "items per set (seeded, balanced over answers; 0 = all)"}
+        default=None,
+        metadata={
+            "help": "items per set, seeded and balanced over answers: exactly this many "
+            f"(refused if a set holds fewer; 0 = all); default: up to {DEFAULT_LIMIT}"
+        },
     )
     n_choices: int = field(default=2, metadata={"help": "options per TruthfulQA question"})
     seed: int = field(default=0, metadata={"help": "seed for sampling and option shuffling"})
@@ -89,6 +97,7 @@ class EvalArguments(TunedModelArguments):
     )
     tasks_limit: int | None = field(default=None, metadata={"help": "examples per lm-eval task"})
     title: str | None = field(default=None, metadata={"help": "report title"})
+    allow_vector_mismatch: bool = allow_vector_mismatch_field()
 
 
 def _check(args: EvalArguments) -> None:
@@ -153,7 +162,7 @@ def main(argv) -> int:
             args.schema,
             n_choices=args.n_choices,
             seed=args.seed,
-            limit=args.limit or None,
+            **limit_options(args.limit, DEFAULT_LIMIT),
             dataset_config=args.dataset_config,
             split=args.split,
         )
@@ -178,7 +187,7 @@ def main(argv) -> int:
     if vecs is not None:
         from ..steering import SteeredModel
 
-        vecs.check_compatible(model)
+        vecs.check_compatible(model, allow_mismatch=args.allow_vector_mismatch)
         evaluated = SteeredModel(
             model,
             vecs,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..workflow.args import TunedModelArguments
-from . import coefficient_unit_field, parse
+from . import allow_vector_mismatch_field, coefficient_unit_field, parse
 
 __all__ = ["HELP", "ProjectArguments", "main"]
 
@@ -63,6 +63,7 @@ class ProjectArguments(TunedModelArguments):
         default_factory=list,
         metadata={"help": "example texts for the PCA token loadings (default: 2 pairs' texts)"},
     )
+    allow_vector_mismatch: bool = allow_vector_mismatch_field()
 
 
 def _read_prompts(args: ProjectArguments) -> list[str]:
@@ -139,7 +140,7 @@ def main(argv) -> int:
     from .loading import load_for_evaluation
 
     model, tok = load_for_evaluation(args.model, args.adapter, args.dtype, args.trust_remote_code)
-    vecs.check_compatible(model)
+    vecs.check_compatible(model, allow_mismatch=args.allow_vector_mismatch)
     if args.chat:
         prompts = [format_chat(tok, p) for p in prompts]
     runner = model

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..workflow.args import TunedModelArguments
-from . import parse
+from . import allow_vector_mismatch_field, parse
 
 __all__ = ["HELP", "ServeArguments", "main"]
 
@@ -43,6 +43,7 @@ class ServeArguments(TunedModelArguments):
         default=256, metadata={"help": "max_tokens of requests that name none"}
     )
     max_tokens_limit: int = field(default=2048, metadata={"help": "largest max_tokens accepted"})
+    allow_vector_mismatch: bool = allow_vector_mismatch_field()
 
 
 def check_arguments(args: ServeArguments) -> None:
@@ -81,7 +82,11 @@ def main(argv) -> int:
     model, tok = load_for_evaluation(args.model, args.adapter, args.dtype, args.trust_remote_code)
     if args.device is not None:
         model.to(args.device)
-    vectors = SteeringVectors.load(args.vectors, model=model) if args.vectors else None
+    vectors = (
+        SteeringVectors.load(args.vectors, model=model, allow_mismatch=args.allow_vector_mismatch)
+        if args.vectors
+        else None
+    )
     server = ChatServer(
         model,
         tok,
@@ -89,6 +94,7 @@ def main(argv) -> int:
         model_name=args.served_model_name or args.model,
         default_max_tokens=args.default_max_tokens,
         max_tokens_limit=args.max_tokens_limit,
+        allow_mismatch=args.allow_vector_mismatch,
     )
     if args.host not in _LOOPBACK:
         print(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..workflow.args import ModelLoadArguments
-from . import coefficient_unit_field, parse
+from . import allow_vector_mismatch_field, coefficient_unit_field, parse
 
 HELP = "generate text with a steering vector at one or more coefficients"
 
@@ -26,6 +26,7 @@ class SteerArguments(ModelLoadArguments):
     mode: str = field(default="add", metadata={"help": "add or ablate"})
     positions: str = field(default="all", metadata={"help": "all, prompt or generated"})
     max_new_tokens: int = field(default=40, metadata={"help": "tokens to generate"})
+    allow_vector_mismatch: bool = allow_vector_mismatch_field()
 
 
 def _check(args: SteerArguments):
@@ -62,7 +63,7 @@ def main(argv) -> int:
     from ..tokenization import encode_batch
 
     model, tok = load_model(args.model, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
-    vecs.check_compatible(model)
+    vecs.check_compatible(model, allow_mismatch=args.allow_vector_mismatch)
     steered = SteeredModel(
         model,
         vecs,

@@ -23,11 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..workflow.args import TunedModelArguments
-from . import coefficient_unit_field, parse
+from . import allow_vector_mismatch_field, coefficient_unit_field, limit_options, parse
 
 __all__ = ["HELP", "SweepArguments", "main"]
 
 HELP = "steering sweeps over layers x coefficients; robustness and trade-off studies"
+
+
+#: Items per set when ``--limit`` is not given (a cap: every item of a smaller set).
+DEFAULT_LIMIT = 50
+DEFAULT_HELPFULNESS_LIMIT = 96
 
 
 @dataclass(kw_only=True)
@@ -42,7 +47,13 @@ class SweepArguments(TunedModelArguments):
     schema: str = field(default="auto", metadata={"help": "row schema of --data (auto-detected)"})
     dataset_config: str | None = field(default=None, metadata={"help": "HF dataset config"})
     split: str = field(default="validation", metadata={"help": "HF dataset split"})
-    limit: int | None = field(default=50, metadata={"help": "items per set (0 = all)"})
+    limit: int | None = field(
+        default=None,
+        metadata={
+            "help": "items per set: exactly this many (refused if a set holds fewer; 0 = all); "
+            f"default: up to {DEFAULT_LIMIT}"
+        },
+    )
     n_choices: int = field(default=2, metadata={"help": "options per TruthfulQA question"})
     seed: int = field(default=0, metadata={"help": "seed for sampling and shuffling"})
     layers: list[int] | None = field(
@@ -72,7 +83,11 @@ class SweepArguments(TunedModelArguments):
         default=None, metadata={"help": "trade-off: A-D multiple-choice items (MMLU-style)"}
     )
     helpfulness_limit: int | None = field(
-        default=96, metadata={"help": "trade-off: helpfulness questions (published: 96)"}
+        default=None,
+        metadata={
+            "help": "trade-off: helpfulness questions, exactly this many (0 = all); default: up "
+            f"to {DEFAULT_HELPFULNESS_LIMIT} (as published)"
+        },
     )
     behaviour: str | None = field(
         default=None,
@@ -83,6 +98,7 @@ class SweepArguments(TunedModelArguments):
     )
     p0: float = field(default=1.0, metadata={"help": "trade-off: fixed p0 of the full fit"})
     title: str | None = field(default=None, metadata={"help": "report title"})
+    allow_vector_mismatch: bool = allow_vector_mismatch_field()
 
 
 def _check(args: SweepArguments) -> None:
@@ -155,12 +171,9 @@ def main(argv) -> int:
     )
     items = []
     for src in args.data:
-        items.extend(load_items(src, limit=args.limit or None, **load))
-    helpfulness = (
-        load_items(args.helpfulness, limit=args.helpfulness_limit or None, **load)
-        if args.tradeoff
-        else None
-    )
+        items.extend(load_items(src, **limit_options(args.limit, DEFAULT_LIMIT), **load))
+    helpful = limit_options(args.helpfulness_limit, DEFAULT_HELPFULNESS_LIMIT)
+    helpfulness = load_items(args.helpfulness, **helpful, **load) if args.tradeoff else None
     prompts = _read_prompts(args.behaviour) if args.tradeoff and args.behaviour else None
     vecs = load_vectors_option(
         args.vectors,
@@ -177,7 +190,7 @@ def main(argv) -> int:
     check_model_options(args.model, args.dtype)
 
     model, tok = load_for_evaluation(args.model, args.adapter, args.dtype, args.trust_remote_code)
-    vecs.check_compatible(model)
+    vecs.check_compatible(model, allow_mismatch=args.allow_vector_mismatch)
     out = Path(args.output)
     report = Report(
         args.title or "reptune steering sweep",

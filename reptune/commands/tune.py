@@ -102,7 +102,7 @@ def main(argv) -> int:
         margs.model, dtype=margs.dtype, trust_remote_code=margs.trust_remote_code
     )
     if vectors is not None:
-        vectors.check_compatible(model)  # before any weight is touched
+        vectors.check_compatible(model, allow_mismatch=args.allow_vector_mismatch)
     trainer = RepTuneTrainer(
         model,
         args,

@@ -41,8 +41,8 @@ _EXPORTS = {
         "load_items",
         "read_records",
         "records_to_items",
-        "sample_items",
     ),
+    ".ab.sampling": ("limit_options", "sample_items"),
     ".ab.letters": ("letter_probabilities", "letter_token_ids", "next_token_log_probs"),
     ".ab.parsing": ("CLAIM_ALIASES", "find_answer", "parse_answer"),
     ".adversarial.attack": (

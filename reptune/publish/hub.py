@@ -1,7 +1,7 @@
 """Upload a run folder to the Hugging Face Hub: adapter, vectors, settings, report and card.
 
 A bare vectors folder (what ``SteeringVectors.save`` wrote) is uploaded as a vectors repository
-with its vector card (:func:`reptune.vector_hub.push_vectors_folder`).
+with its vector card (:func:`reptune.publish.vector_hub.push_vectors_folder`).
 
 Only the parts a user of the model needs are uploaded, and never pickles: training checkpoints,
 optimizer states, ``*.pt``/``*.bin`` files, temporary and hidden files stay local. The token is
@@ -18,7 +18,6 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, ModelCard
 
-from ..vector_hub import push_vectors_folder, vector_folder_files
 from ..vectors import METADATA_FILE
 from ..workflow.layout import (
     ADAPTER_DIR,
@@ -30,6 +29,7 @@ from ..workflow.layout import (
     load_run,
 )
 from .card import write_model_card
+from .vector_hub import push_vectors_folder, vector_folder_files
 
 __all__ = ["push_run", "publish_run", "files_to_upload", "EXCLUDED_PATTERNS"]
 

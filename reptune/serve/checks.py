@@ -19,6 +19,9 @@ __all__ = [
 ]
 
 ROLES = ("system", "user", "assistant")
+#: The largest steering coefficient a request may ask for (in either unit): beyond it the
+#: activations leave the range of half precision and the answer would be noise.
+MAX_COEFFICIENT = 1e4
 #: The options of a request's ``reptune`` object (those of SteeredModel).
 STEERING_KEYS = ("layers", "coefficient", "coefficient_unit", "mode", "positions")
 
@@ -39,19 +42,30 @@ def check_number(
     if value is None:
         return default
     label = prefix + name
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestError(f"{label} must be a finite number, got {_short(value)}", label)
+    if isinstance(value, int) and not -(10**300) < value < 10**300:  # float() would overflow
+        raise RequestError(f"{label} must be between {low} and {high}, got an integer of "
+                           f"{len(str(abs(value)))} digits", label)  # fmt: skip
+    if not math.isfinite(value):
         raise RequestError(f"{label} must be a finite number, got {value!r}", label)
     if not low <= value <= high:
         raise RequestError(f"{label} must be between {low} and {high}, got {value}", label)
     return float(value)
 
 
+def _short(value, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (a request can send megabytes)."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**limit else "a huge int"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def check_integer(value, name: str, low: int, high: int) -> int:
     """``value`` if it is an integer (not a bool) in ``[low, high]``."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise RequestError(f"{name} must be an integer, got {value!r}", name)
+        raise RequestError(f"{name} must be an integer, got {_short(value)}", name)
     if not low <= value <= high:
-        raise RequestError(f"{name} must be between {low} and {high}, got {value}", name)
+        raise RequestError(f"{name} must be between {low} and {high}, got {_short(value)}", name)
     return value
 
 
@@ -62,14 +76,17 @@ def check_message(message, index: int) -> dict:
     role, content = message.get("role"), message.get("content")
     if role not in ROLES:
         raise RequestError(
-            f"messages[{index}].role must be one of {ROLES}, got {role!r}", "messages"
+            f"messages[{index}].role must be one of {ROLES}, got {_short(role)}", "messages"
         )
     if isinstance(content, list):  # OpenAI content parts: only text is understood here
         if not all(isinstance(p, dict) and p.get("type") == "text" for p in content):
             raise RequestError(
                 f"messages[{index}].content: only text parts are supported", "messages"
             )
-        content = "".join(str(p.get("text", "")) for p in content)
+        texts = [p.get("text", "") for p in content]
+        if not all(isinstance(t, str) for t in texts):
+            raise RequestError(f"messages[{index}].content: text must be a string", "messages")
+        content = "".join(texts)
     if not isinstance(content, str):
         raise RequestError(f"messages[{index}].content must be a string", "messages")
     return {"role": role, "content": content}
@@ -111,16 +128,25 @@ def check_steering(
         )
     mode = spec.get("mode", "add")
     if mode not in MODES:
-        raise RequestError(f"reptune.mode must be one of {MODES}, got {mode!r}", "mode")
+        raise RequestError(f"reptune.mode must be one of {MODES}, got {_short(mode)}", "mode")
     unit = spec.get("coefficient_unit", DEFAULT_COEFFICIENT_UNIT)
     if unit not in COEFFICIENT_UNITS:
         raise RequestError(
-            f"reptune.coefficient_unit must be one of {COEFFICIENT_UNITS}, got {unit!r}",
+            f"reptune.coefficient_unit must be one of {COEFFICIENT_UNITS}, got {_short(unit)}",
             "coefficient_unit",
         )
-    if mode == "add" and "coefficient" not in spec:
-        raise RequestError("reptune.coefficient is required with mode 'add'", "coefficient")
-    coefficient = check_number(spec, "coefficient", 0.0, -math.inf, math.inf, "reptune.")
+    if mode == "add" and spec.get("coefficient") is None:
+        raise RequestError(
+            "reptune.coefficient is required with mode 'add' and must be a number, not null",
+            "coefficient",
+        )
+    if "coefficient" in spec and spec["coefficient"] is None:
+        raise RequestError(
+            "reptune.coefficient is null: give a number or leave it out", "coefficient"
+        )
+    coefficient = check_number(
+        spec, "coefficient", 0.0, -MAX_COEFFICIENT, MAX_COEFFICIENT, "reptune."
+    )
     positions = spec.get("positions", "all")
     if isinstance(positions, list):
         for offset in positions:

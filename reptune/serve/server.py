@@ -57,6 +57,7 @@ class ChatServer:
         default_max_tokens: int = 256,
         max_tokens_limit: int = 2048,
         max_pending: int = 64,
+        allow_mismatch: bool = False,
     ):
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError(
@@ -64,7 +65,7 @@ class ChatServer:
                 "prompt: serve a chat model or set tokenizer.chat_template"
             )
         if vectors is not None:
-            vectors.check_compatible(model)
+            vectors.check_compatible(model, allow_mismatch=allow_mismatch)
         self.model, self.tokenizer, self.vectors = model, tokenizer, vectors
         self.model_name = model_name
         self.default_max_tokens = default_max_tokens
@@ -79,10 +80,27 @@ class ChatServer:
     # -- request checking (event loop thread; cheap, no forward pass) --------------------------
 
     def parse(self, body) -> _Job:
-        """Check a decoded request body; raise :class:`RequestError` for anything wrong."""
+        """Check a decoded request body; raise :class:`RequestError` for anything wrong.
+
+        Whatever the body holds, the answer is a :class:`RequestError` (a 4xx), never another
+        exception: a body that trips a check's own assumptions is still the body's problem.
+        """
+        try:
+            return self._parse(body)
+        except RequestError:
+            raise
+        except Exception as err:  # e.g. OverflowError, RecursionError on a pathological value
+            logger.warning("request refused by an unexpected error", exc_info=True)
+            raise RequestError(
+                f"the request body could not be checked ({type(err).__name__}: {str(err)[:200]})"
+            ) from None
+
+    def _parse(self, body) -> _Job:
         if not isinstance(body, dict):
             raise RequestError("the request body must be a JSON object")
         name = body.get("model")
+        if name is not None and not isinstance(name, str):
+            raise RequestError(f"model must be a string, got {type(name).__name__}", "model")
         if name is not None and name != self.model_name:
             raise RequestError(
                 f"the model {name!r} is not served here; this server serves {self.model_name!r}",
@@ -90,9 +108,15 @@ class ChatServer:
                 "model_not_found",
                 status=404,
             )
-        if body.get("stream"):
+        stream = body.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            raise RequestError(
+                f"stream must be true or false, got {type(stream).__name__}", "stream"
+            )
+        if stream:
             raise RequestError("streaming is not supported: send stream=false", "stream")
-        if body.get("n", 1) != 1:
+        n = body.get("n", 1)
+        if n is not None and (isinstance(n, bool) or n != 1):
             raise RequestError("only n=1 is supported", "n")
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -190,8 +214,10 @@ class ChatServer:
     async def _chat(self, request: web.Request) -> web.Response:
         try:
             body = json.loads(await request.text())
-        except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
-            raise RequestError(f"the request body is not valid JSON: {err}") from None
+        except ValueError as err:  # JSONDecodeError, bytes that are not UTF-8, too many digits
+            raise RequestError(f"the request body is not valid JSON: {str(err)[:200]}") from None
+        except RecursionError:
+            raise RequestError("the request body is nested too deeply to read") from None
         job = self.parse(body)
         if self._pending >= self.max_pending:
             raise RequestError(
@@ -203,6 +229,15 @@ class ChatServer:
         try:
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(self._executor, self.generate, job)
+        except RuntimeError as err:  # sampling from the non-finite logits a steering made
+            if job.steered is None:
+                raise
+            raise RequestError(
+                f"generation failed under the requested steering ({str(err)[:200]}): lower "
+                "reptune.coefficient",
+                "coefficient",
+                status=422,
+            ) from None
         finally:
             self._pending -= 1
         return web.json_response(result)

@@ -157,6 +157,13 @@ class RepTuneConfig(TrainingArguments):
             "`vectors=` argument takes precedence."
         },
     )
+    allow_vector_mismatch: bool = field(
+        default=False,
+        metadata={
+            "help": "Use steering vectors recorded for another model_type or depth anyway (the "
+            "width and layers must still fit)."
+        },
+    )
     rep_layers: list[int] | None = field(
         default=None,
         metadata={

@@ -103,7 +103,7 @@ class RepTuneSetup:
     def _resolve_rep_layers(self, cfg, n_layers: int, needs_vectors: bool) -> list[int]:
         """The rep layers, checked against the model and (when a vector is used) the vectors."""
         if self.rep_vectors is not None:
-            self.rep_vectors.check_compatible(self.model)
+            self.rep_vectors.check_compatible(self.model, allow_mismatch=cfg.allow_vector_mismatch)
         if self.rep_vectors is not None and needs_vectors:
             wanted = cfg.rep_layers if cfg.rep_layers is not None else self.rep_vectors.layers
             layers = check_layers(list(wanted), n_layers)

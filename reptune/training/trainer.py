@@ -25,10 +25,36 @@ from .reference import is_peft_model
 __all__ = [
     "RepTuneLossMixin",
     "RepTuneTrainer",
+    "check_trainer_arguments",
     "freeze_except_layers",
     "REPTUNE_CONFIG_NAME",
     "REPTUNE_VECTORS_DIR",
 ]
+
+
+def check_trainer_arguments(model, vectors, ref_model, peft_config) -> None:
+    """Raise a ``TypeError`` naming the argument when one has the wrong type, before any work.
+
+    Example:
+        >>> check_trainer_arguments(model, "runs/vectors", None, LoraConfig(r=8))
+    """
+    from pathlib import Path
+
+    from peft import PeftConfig
+
+    from ..vectors import SteeringVectors
+
+    def refuse(name: str, expected: str, value) -> None:
+        raise TypeError(f"{name} must be {expected}, got {type(value).__name__}")
+
+    if not isinstance(model, (nn.Module, str)):
+        refuse("model", "a torch.nn.Module (a transformers model) or a model spec string", model)
+    if peft_config is not None and not isinstance(peft_config, PeftConfig):
+        refuse("peft_config", "a peft.PeftConfig (e.g. LoraConfig)", peft_config)
+    if vectors is not None and not isinstance(vectors, (SteeringVectors, dict, str, Path)):
+        refuse("vectors", "a SteeringVectors, a {layer: tensor} dict or a folder path", vectors)
+    if ref_model is not None and not isinstance(ref_model, nn.Module):
+        refuse("ref_model", "a torch.nn.Module", ref_model)
 
 
 class RepTuneTrainer(RepTuneLossMixin, Trainer):
@@ -94,6 +120,7 @@ class RepTuneTrainer(RepTuneLossMixin, Trainer):
         peft_config=None,
         **kwargs,
     ):
+        check_trainer_arguments(model, vectors, ref_model, peft_config)
         if args is None:
             args = RepTuneConfig(output_dir="reptune-output")
         if not isinstance(args, RepTuneConfig):

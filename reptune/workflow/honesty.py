@@ -20,6 +20,7 @@ from ..extract import METHODS
 from ..io import resolve_data
 from . import honesty_measure as measure
 from . import honesty_steps as steps
+from .honesty_measure import DEFAULT_EVAL_LIMIT, DEFAULT_TRADEOFF_LIMIT
 from .stages import StageRunner
 
 __all__ = ["HonestyArguments", "VARIANT_NAMES", "run_honesty"]
@@ -75,7 +76,13 @@ class HonestyArguments:
     eval_sets: list[str] = field(
         default_factory=list, metadata={"help": "extra A/B files evaluated on every model"}
     )
-    eval_limit: int = field(default=200, metadata={"help": "items per extra evaluation set"})
+    eval_limit: int | None = field(
+        default=None,
+        metadata={
+            "help": "items per extra evaluation set: exactly this many (refused if a set holds "
+            f"fewer; 0 = all); default: up to {DEFAULT_EVAL_LIMIT}"
+        },
+    )
     robustness_coefficients: list[float] = field(
         default_factory=lambda: [0.25, 0.5],
         metadata={"help": "dishonesty-steering strengths applied to the tuned models"},
@@ -100,7 +107,13 @@ class HonestyArguments:
         default_factory=lambda: [-0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5],
         metadata={"help": "coefficients of the trade-off sweep"},
     )
-    tradeoff_limit: int = field(default=48, metadata={"help": "helpfulness items used"})
+    tradeoff_limit: int | None = field(
+        default=None,
+        metadata={
+            "help": "helpfulness items used: exactly this many (0 = all); default: up to "
+            f"{DEFAULT_TRADEOFF_LIMIT}"
+        },
+    )
     behaviour_section: dict | None = field(
         default=None,
         metadata={
@@ -136,6 +149,29 @@ class HonestyArguments:
             return BehaviourArguments(**self.behaviour_section)
         except TypeError as err:
             raise TypeError(f"behaviour_section: {err}") from err
+
+    def check_counts(self, seed: int = 0) -> None:
+        """Raise, before any model loads, if a set holds fewer items than a limit asks for.
+
+        Example:
+            >>> HonestyArguments(eval_sets=["facts.csv"], eval_limit=500).check_counts()
+        """
+        from ..evaluation.ab.datasets import load_items
+
+        if self.eval_limit:
+            for path in self.eval_sets:
+                load_items(resolve_data(path), limit=self.eval_limit, seed=seed)
+        if self.tradeoff_limit and self.tradeoff_items:
+            load_items(
+                resolve_data(self.tradeoff_items), n_choices=4, limit=self.tradeoff_limit, seed=seed
+            )
+        behaviour = self.behaviour_arguments()
+        if behaviour is not None:
+            from .select import split_dev_test
+
+            split_dev_test(
+                behaviour.spec().eval_prompts(), behaviour.dev_prompts, behaviour.test_prompts
+            )
 
     def input_files(self) -> list[str]:
         """Every named input file, resolved (checked before any model runs)."""

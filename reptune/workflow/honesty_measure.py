@@ -14,6 +14,10 @@ from ..steering import SteeredModel
 from .honesty_steps import HonestyRun
 from .measure import perplexity_rows, target_cosines
 
+#: Items per extra evaluation set and helpfulness items when no limit is set (caps).
+DEFAULT_EVAL_LIMIT = 200
+DEFAULT_TRADEOFF_LIMIT = 48
+
 __all__ = ["evaluate_variants", "heldout_perplexity", "robustness", "tradeoff"]
 
 
@@ -34,11 +38,14 @@ def evaluate_variants(run: HonestyRun) -> dict:
 
     def evaluate():
         from ..evaluation.ab.datasets import load_items
+        from ..evaluation.ab.sampling import limit_options
 
         sets = {"held-out claims": claim_items(run.test)}
         for path in hargs.eval_sets:
             sets[path.rsplit("/", 1)[-1]] = load_items(
-                resolve_data(path), limit=hargs.eval_limit, seed=targs.seed
+                resolve_data(path),
+                seed=targs.seed,
+                **limit_options(hargs.eval_limit, DEFAULT_EVAL_LIMIT),
             )
         rows, cosines = [], {}
         for name in ["base", "steered", *run.variants]:
@@ -113,14 +120,15 @@ def tradeoff(run: HonestyRun) -> dict:
 
     def study():
         from ..evaluation.ab.datasets import load_items
+        from ..evaluation.ab.sampling import limit_options
         from ..evaluation.studies.tradeoff import tradeoff_study
         from ..reporting.plots import plot_tradeoff
 
         helpful = load_items(
             resolve_data(run.hargs.tradeoff_items),
             n_choices=4,
-            limit=run.hargs.tradeoff_limit,
             seed=run.targs.seed,
+            **limit_options(run.hargs.tradeoff_limit, DEFAULT_TRADEOFF_LIMIT),
         )
         res = tradeoff_study(
             run.model,

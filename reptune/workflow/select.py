@@ -90,13 +90,22 @@ def layer_window(center: int, available: Sequence[int], size: int) -> list[int]:
 
 def split_dev_test(units: Sequence, dev_size: int, test_size: int | None = None):
     """The first ``dev_size`` units for choices, the next ``test_size`` (default: the rest)
-    for the report. A fixed order, so the split is the same on every run and machine.
+    for the report. A fixed order, so the split is the same on every run and machine. Sizes
+    the units cannot fill are refused, never shrunk.
 
     Example:
         >>> dev, test = split_dev_test(prompts, dev_size=20, test_size=40)
     """
     if dev_size < 1:
         raise ValueError(f"dev_size must be >= 1, got {dev_size}")
+    if test_size is not None and test_size < 1:
+        raise ValueError(f"test_size must be >= 1, got {test_size}")
+    if test_size is not None and dev_size + test_size > len(units):
+        raise ValueError(
+            f"dev_size={dev_size} + test_size={test_size} asks for {dev_size + test_size} units "
+            f"but only {len(units)} exist: lower the sizes or add data (a smaller split would "
+            "make the report quote fewer units than asked)"
+        )
     test = (
         list(units[dev_size:])
         if test_size is None

@@ -34,6 +34,7 @@ from typing import Any
 from ...io import read_records
 from ...pairs import format_chat
 from .parsing import CLAIM_ALIASES
+from .sampling import sample_items
 
 __all__ = [
     "ABItem",
@@ -46,7 +47,6 @@ __all__ = [
     "detect_schema",
     "records_to_items",
     "load_items",
-    "sample_items",
 ]
 
 logger = logging.getLogger(__name__)
@@ -347,12 +347,15 @@ def load_items(
     n_choices: int = 2,
     seed: int = 0,
     limit: int | None = None,
+    at_most: int | None = None,
     dataset_config: str | None = None,
     split: str = "validation",
 ) -> list[ABItem]:
     """Items from a local file, or from the HuggingFace dataset named ``source``.
 
-    ``limit`` keeps a seeded sample, balanced over target letters (see :func:`sample_items`).
+    ``limit`` keeps a seeded sample of exactly that many items, balanced over target letters
+    (see :func:`sample_items`), and is refused when the source holds fewer. ``at_most`` is a
+    cap instead (a command's default): every item when there are fewer.
 
     Example:
         >>> items = load_items("../shared/data/repe/facts_true_false.csv", limit=200)
@@ -367,32 +370,10 @@ def load_items(
 
         records = list(datasets.load_dataset(source_str, dataset_config, split=split))
     items = records_to_items(records, schema, n_choices=n_choices, seed=seed, source=source_str)
-    return sample_items(items, limit, seed) if limit else items
-
-
-def sample_items(items: Sequence[ABItem], n: int | None, seed: int = 0) -> list[ABItem]:
-    """A seeded sample of ``n`` items, as balanced over target letters as the data allow.
-
-    The sample keeps the items' original order.
-
-    Example:
-        >>> subset = sample_items(items, 200, seed=0)
-    """
-    if n is None or n >= len(items):
-        return list(items)
-    if n <= 0:
-        raise ValueError(f"sample size must be positive, got {n}")
-    rng = random.Random(seed)
-    groups: dict[str, list[int]] = {}
-    for i, item in enumerate(items):
-        groups.setdefault(item.target, []).append(i)
-    for idx in groups.values():
-        rng.shuffle(idx)
-    chosen: list[int] = []
-    # Round-robin over letters so every letter contributes equally until one runs out.
-    queues = [groups[k] for k in sorted(groups)]
-    while len(chosen) < n:
-        for queue in queues:
-            if queue and len(chosen) < n:
-                chosen.append(queue.pop())
-    return [items[i] for i in sorted(chosen)]
+    if limit and limit > len(items):
+        raise ValueError(
+            f"{source_str} holds {len(items)} items, fewer than the {limit} asked for (limit): "
+            "lower the limit, or pass 0 / None for all of them"
+        )
+    n = limit or (min(at_most, len(items)) if at_most else None)
+    return sample_items(items, n, seed) if n else items

@@ -16,7 +16,7 @@ rubric in our own words. A reply without a parseable rating in ``[0, 2]`` scores
 counted in :attr:`AxBenchJudge.unparseable`; it is never guessed.
 
 Example:
-    >>> from reptune.evaluation.endpoint import ChatEndpoint
+    >>> from reptune.evaluation.open_ended.endpoint import ChatEndpoint
     >>> judge = AxBenchJudge(ChatEndpoint("http://127.0.0.1:8000/v1", model="judge"),
     ...                      aspect="concept", concept="a warm, positive tone")
     >>> judge.score(["Describe your commute."], ["A lovely, sunny ride!"])  # doctest: +SKIP

@@ -5,14 +5,16 @@ A vectors repository holds what :meth:`SteeringVectors.save` writes
 optionally, llama.cpp control vectors (``*.gguf``). The card records the model the vectors were
 made for (name, revision, architecture), the layers, positions, method, coefficient unit and
 norms, the per-layer diagnostics, the data fingerprint and how to steer with them in reptune and
-in llama.cpp. Loading with ``model=`` refuses vectors made for another model.
+in llama.cpp. Loading with ``model=`` refuses vectors made for another model
+(:meth:`SteeringVectors.check_compatible`, the one check every loading path applies).
 
-This module depends only on :mod:`reptune.vectors` and :mod:`reptune.io`, so any code that has
-vectors can publish them. The token is never handled here: ``token=None`` lets
+This module depends only on :mod:`reptune.vectors`, :mod:`reptune.vector_files` and
+:mod:`reptune.io`, and nothing below it imports it back, so any code that has vectors can
+publish them. The token is never handled here: ``token=None`` lets
 ``huggingface_hub`` use ``HF_TOKEN`` or the saved login.
 
 Example:
-    >>> vecs.push_to_hub("me/smollm2-sentiment-vectors")
+    >>> push_vectors_to_hub(vecs, "me/smollm2-sentiment-vectors")
     >>> vecs = SteeringVectors.from_pretrained("me/smollm2-sentiment-vectors", model=model)
 """
 
@@ -20,24 +22,18 @@ from __future__ import annotations
 
 import glob
 import logging
-import re
 import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from huggingface_hub import HfApi, ModelCard, ModelCardData, snapshot_download
+from huggingface_hub import HfApi, ModelCard, ModelCardData
 
-from .io import atomic_write
-from .vectors import (
-    DEFAULT_COEFFICIENT_UNIT,
-    METADATA_FILE,
-    VECTORS_FILE,
-    SteeringVectors,
-    describe_unit,
-)
-from .version import __version__
+from ..io import atomic_write
+from ..vector_files import CARD_FILE, METADATA_FILE, VECTORS_FILE, hub_id
+from ..vectors import DEFAULT_COEFFICIENT_UNIT, SteeringVectors, describe_unit
+from ..version import __version__
 
 __all__ = [
     "VECTOR_CARD_TAGS",
@@ -55,20 +51,7 @@ logger = logging.getLogger(__name__)
 
 #: Tags every vector card carries.
 VECTOR_CARD_TAGS = ("reptune", "steering-vectors", "control-vector")
-CARD_FILE = "README.md"
 TEMPLATE_NAME = "vector_card.md.j2"
-# Where ``reptune push`` puts the vectors of a run folder; loading looks there too.
-RUN_VECTORS_SUBFOLDER = "vectors"
-
-# "owner/name" (the Hub links base_model only to repositories); local paths stay in the text.
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
-_MODEL_FIELDS = ("model_type", "num_layers", "hidden_size")
-
-
-def _hub_id(value: Any) -> str | None:
-    if isinstance(value, str) and _HUB_ID.match(value) and ".." not in value:
-        return value
-    return None
 
 
 def _fmt(value: Any) -> str:
@@ -120,7 +103,7 @@ def build_vector_card(
     name = str(meta.get("model_name") or "unknown")
     unit = DEFAULT_COEFFICIENT_UNIT if vectors.residual_norms else "raw"
     data = ModelCardData(
-        base_model=_hub_id(name),
+        base_model=hub_id(name),
         library_name="reptune",
         tags=list(VECTOR_CARD_TAGS),
         # Extra fields: machine-readable in the card's YAML block.
@@ -286,99 +269,27 @@ def push_vectors_to_hub(
     return str(getattr(info, "commit_url", info))
 
 
-def _vectors_in(root: Path, subfolder: str | None) -> Path:
-    candidates = [root / subfolder] if subfolder else [root, root / RUN_VECTORS_SUBFOLDER]
-    for folder in candidates:
-        if (folder / VECTORS_FILE).is_file() and (folder / METADATA_FILE).is_file():
-            return folder
-    where = " or ".join(str(c) for c in candidates)
-    raise FileNotFoundError(
-        f"no steering vectors in {where}: expected {VECTORS_FILE} and {METADATA_FILE} "
-        "(pass subfolder= if they are elsewhere)"
-    )
-
-
 def load_vectors(
-    repo_id_or_folder: str | Path,
-    *,
-    revision: str | None = None,
-    model=None,
-    subfolder: str | None = None,
-    token: str | None = None,
-    cache_dir: str | Path | None = None,
-    device=None,
+    repo_id_or_folder: str | Path, *, model=None, allow_mismatch: bool = False, **kwargs
 ) -> SteeringVectors:
-    """Vectors from a local folder or a Hub repo (at ``revision``); with ``model``, checked.
+    """Vectors from a local folder or a Hub repo; with ``model``, checked.
 
-    A Hub repo is fetched with ``snapshot_download`` (only the vector files and the card). The
-    vectors are looked for at the repo's root, then in ``vectors/`` (a run pushed by
-    ``reptune push``), or in ``subfolder``. With ``model``, vectors made for a model with another
-    ``model_type``, number of decoder blocks or hidden size are refused
-    (:func:`check_vectors_fit`).
+    The same as :meth:`SteeringVectors.from_pretrained` (``revision``, ``subfolder``, ``token``,
+    ``cache_dir``, ``device``), with the same check (:meth:`SteeringVectors.check_compatible`).
 
     Example:
         >>> vecs = load_vectors("me/smollm2-sentiment-vectors", revision="v1", model=model)
     """
-    local = Path(repo_id_or_folder).expanduser()
-    if local.exists():
-        if not local.is_dir():
-            raise ValueError(f"{local} is a file; pass the folder that holds {VECTORS_FILE}")
-        root = local
-    elif _hub_id(str(repo_id_or_folder)):
-        pattern_dirs = [subfolder] if subfolder else ["", RUN_VECTORS_SUBFOLDER]
-        patterns = [
-            f"{d}/{name}" if d else name
-            for d in pattern_dirs
-            for name in (VECTORS_FILE, METADATA_FILE)
-        ]
-        try:
-            root = Path(
-                snapshot_download(
-                    str(repo_id_or_folder),
-                    revision=revision,
-                    repo_type="model",
-                    allow_patterns=[*patterns, CARD_FILE],
-                    token=token,
-                    cache_dir=cache_dir,
-                )
-            )
-        except Exception as err:  # huggingface_hub raises HTTP, offline and not-found errors
-            raise FileNotFoundError(
-                f"{repo_id_or_folder!r} is not a local folder, and fetching it from the Hub "
-                f"(revision {revision or 'main'}) failed: {err}"
-            ) from err
-    else:
-        raise FileNotFoundError(
-            f"{repo_id_or_folder!r} is neither a local folder nor a Hub repo id (owner/name)"
-        )
-    vectors = SteeringVectors.load(_vectors_in(root, subfolder), device=device)
-    if model is not None:
-        check_vectors_fit(vectors, model)
-    return vectors
+    return SteeringVectors.from_pretrained(
+        repo_id_or_folder, model=model, allow_mismatch=allow_mismatch, **kwargs
+    )
 
 
-def check_vectors_fit(vectors: SteeringVectors, model) -> None:
-    """Raise if ``vectors`` were made for a model unlike ``model``.
-
-    Compares the recorded ``model_type``, number of decoder blocks and hidden size with the
-    model's (fields the vectors do not record are not compared), then checks the layers exist.
+def check_vectors_fit(vectors: SteeringVectors, model, *, allow_mismatch: bool = False) -> None:
+    """Raise if ``vectors`` were made for a model unlike ``model``: the one check,
+    :meth:`SteeringVectors.check_compatible`.
 
     Example:
         >>> check_vectors_fit(vecs, model)
     """
-    made_for = vectors.metadata
-    actual = SteeringVectors.describe_model(model)
-    differ = [
-        f"{key} {made_for[key]!r} vs {actual[key]!r}"
-        for key in _MODEL_FIELDS
-        if made_for.get(key) is not None
-        and actual.get(key) is not None
-        and made_for[key] != actual[key]
-    ]
-    if differ:
-        raise ValueError(
-            f"these vectors were made for another model ({made_for.get('model_name', 'unknown')}"
-            f", not {actual['model_name']}): {'; '.join(differ)}. Use vectors extracted from "
-            "this model, or extract new ones with reptune.extract_vectors"
-        )
-    vectors.check_compatible(model)
+    vectors.check_compatible(model, allow_mismatch=allow_mismatch)
