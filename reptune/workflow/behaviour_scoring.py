@@ -1,0 +1,216 @@
+"""The behaviour section's scorers: every answer scored by judges that are not the model under
+test, the scorers validated on labelled sets once per run, and the headline harmonic mean built
+only from scorers that agree with the labels.
+
+Columns of one answer (:meth:`SectionScorers.score`): ``behaviour`` (the behaviour's own
+independent scorer, mapped onto [0, 1]), ``fluency`` (``exp(-NLL)`` under a judge LM of another
+family), ``relevance`` (posterior of the own prompt among hard negatives and other prompts),
+``distinct_2`` and ``repeated_3gram`` (degeneracy), ``self_judge`` (the untuned model's own
+judgement, an extra labelled column) and ``harmonic`` (AxBench's harmonic mean of the headline
+axes).
+
+Example:
+    >>> scorers = SectionScorers.build(spec, base, tok, judge, hard_negatives, n_other_prompts=2)
+    >>> scorers.headline = headline_axes(validate_section(scorers))
+    >>> columns = scorers.score(prompts, answers)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+from ..evaluation.open_ended.quality import harmonic_mean
+from ..evaluation.scorers import (
+    DistinctN,
+    JudgeLM,
+    JudgeNLL,
+    PromptRankRelevance,
+    RepeatedNgramRate,
+    Scorer,
+    SelfJudge,
+    validate_scorer,
+)
+from ..io import data_path, read_jsonl
+
+__all__ = [
+    "AXES",
+    "COLUMNS",
+    "SectionScorers",
+    "load_judge",
+    "validate_section",
+    "headline_axes",
+]
+
+#: The axes of the harmonic mean (AxBench).
+AXES = ("behaviour", "fluency", "relevance")
+#: Every per-answer column, in report order.
+COLUMNS = (*AXES, "distinct_2", "repeated_3gram", "self_judge", "harmonic")
+#: Fluent answers of the fluency set used to check relevance (own prompt vs another's).
+RELEVANCE_CHECK_ANSWERS = 12
+
+
+def load_judge(spec: str, model_under_test, dtype: str = "bfloat16") -> JudgeLM:
+    """The judge LM (another family than ``model_under_test``, checked before loading).
+
+    Example:
+        >>> judge = load_judge("embedded:gemma3-270m", base.config)  # doctest: +SKIP
+    """
+    return JudgeLM.load(spec, model_under_test=model_under_test, dtype=dtype)
+
+
+def _own_score_function(spec, base, tok, texts):
+    return spec.score(base, tok, list(texts), [""] * len(texts))
+
+
+@dataclass
+class SectionScorers:
+    """The scorers of one section and which axes enter the headline harmonic mean.
+
+    Example:
+        >>> SectionScorers.build(spec, base, tok, judge, {}, n_other_prompts=2).names()
+    """
+
+    behaviour: Scorer
+    fluency: Scorer
+    relevance: Scorer
+    distinct: Scorer
+    repeated: Scorer
+    self_judge: Scorer | None
+    independent_behaviour: bool
+    headline: tuple[str, ...] = AXES
+    labels: dict = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        spec,
+        base,
+        tok,
+        judge: JudgeLM,
+        hard_negatives: Mapping[str, Sequence[str]],
+        *,
+        n_other_prompts: int = 2,
+        answer_tokens: int | None = 32,
+    ) -> SectionScorers:
+        """Scorers for behaviour ``spec``; without an independent behaviour scorer the spec's
+        own score function under the untuned model stands in (labelled as such)."""
+        own = SelfJudge(partial(_own_score_function, spec, base, tok))
+        independent = spec.behaviour_scorer is not None
+        behaviour = spec.behaviour_scorer() if independent else own
+        if not independent:
+            behaviour.name = f"{spec.name} score function under the model under test"
+        relevance = PromptRankRelevance(
+            judge,
+            hard_negatives,
+            n_other_prompts=n_other_prompts,
+            max_answer_tokens=answer_tokens,
+        )
+        return cls(
+            behaviour=behaviour,
+            fluency=JudgeNLL(judge, max_answer_tokens=answer_tokens),
+            relevance=relevance,
+            distinct=DistinctN(2),
+            repeated=RepeatedNgramRate(3),
+            self_judge=own if independent else None,
+            independent_behaviour=independent,
+        )
+
+    def names(self) -> dict[str, str]:
+        """Column -> the judge that fills it (for report headers)."""
+        named = {
+            "behaviour": self.behaviour.name,
+            "fluency": self.fluency.name,
+            "relevance": self.relevance.name,
+            "distinct_2": self.distinct.name,
+            "repeated_3gram": self.repeated.name,
+        }
+        if self.self_judge is not None:
+            named["self_judge"] = self.self_judge.name
+        named["harmonic"] = "harmonic mean of " + ", ".join(self.headline)
+        return named
+
+    def score(self, prompts: Sequence[str], answers: Sequence[str]) -> dict[str, list[float]]:
+        """Every column for ``answers[i]`` given to ``prompts[i]`` (axes on [0, 1])."""
+        prompts, answers = list(prompts), list(answers)
+        raw_fluency = self.fluency.score(prompts, answers)
+        columns = {
+            "behaviour": self.behaviour.to_unit(self.behaviour.score(prompts, answers)),
+            # an empty answer has no tokens: no fluency at all
+            "fluency": [0.0 if math.isnan(u) else u for u in self.fluency.to_unit(raw_fluency)],
+            "relevance": self.relevance.score(prompts, answers),
+            "distinct_2": self.distinct.score(prompts, answers),
+            "repeated_3gram": self.repeated.score(prompts, answers),
+        }
+        if self.self_judge is not None:
+            columns["self_judge"] = self.self_judge.score(prompts, answers)
+        axes = [columns[a] for a in self.headline]
+        columns["harmonic"] = [harmonic_mean(*values) for values in zip(*axes)]
+        return columns
+
+    def dev_harmonic(self, prompts: Sequence[str], answers: Sequence[str]) -> float:
+        """The mean headline harmonic mean (the criterion of every dev choice)."""
+        values = self.score(prompts, answers)["harmonic"]
+        return sum(values) / len(values)
+
+
+def _relevance_check() -> tuple[list[str], list[str], list[float]]:
+    """Fluent answers with their own prompt (label 1) and with the next answer's prompt
+    (label 0): a relevance scorer must rank the matched pairs higher."""
+    rows = [r for r in read_jsonl(data_path("fluency_labelled.jsonl")) if r["label"] == 1]
+    rows = rows[:RELEVANCE_CHECK_ANSWERS]
+    prompts = [r["prompt"] for r in rows]
+    answers = [r["answer"] for r in rows]
+    shifted = prompts[1:] + prompts[:1]
+    return prompts + shifted, answers + answers, [1.0] * len(rows) + [0.0] * len(rows)
+
+
+def validate_section(scorers: SectionScorers, spec) -> list[dict]:
+    """Each scorer's agreement with labels (one row each, with its 95% interval): the behaviour
+    scorer (and the self-judge) on the behaviour's labelled set, fluency and degeneracy on the
+    shipped fluency set, relevance on matched vs swapped prompts of fluent answers.
+
+    Example:
+        >>> rows = validate_section(scorers, spec)
+    """
+    fluency = read_jsonl(data_path("fluency_labelled.jsonl"))
+    fl_sets = ([r["prompt"] for r in fluency], [r["answer"] for r in fluency])
+    fl_labels = [float(r["label"]) for r in fluency]
+    checks = [
+        ("fluency", scorers.fluency, (*fl_sets, fl_labels), "fluency_labelled"),
+        ("distinct_2", scorers.distinct, (*fl_sets, fl_labels), "fluency_labelled"),
+        ("repeated_3gram", scorers.repeated, (*fl_sets, fl_labels), "fluency_labelled"),
+        ("relevance", scorers.relevance, _relevance_check(), "own vs swapped prompt"),
+    ]
+    if spec.behaviour_labels is not None:
+        labelled = spec.behaviour_labels()
+        checks.insert(0, ("behaviour", scorers.behaviour, labelled, f"{spec.name} labelled"))
+        if scorers.self_judge is not None:
+            checks.append(("self_judge", scorers.self_judge, labelled, f"{spec.name} labelled"))
+    rows = []
+    for column, scorer, (prompts, answers, labels), labelled_set in checks:
+        result = validate_scorer(scorer, prompts, answers, labels)
+        rows.append({"column": column, "set": labelled_set, **result.as_dict()})
+    if spec.behaviour_labels is None:
+        rows.insert(0, {"column": "behaviour", "set": None, "scorer": scorers.behaviour.name})
+    return rows
+
+
+def headline_axes(validation: Sequence[Mapping]) -> tuple[str, ...]:
+    """The axes whose scorer agrees with its labels (a scorer without a labelled set stays in,
+    reported as not validated); raises when no axis is left.
+
+    Example:
+        >>> headline_axes([{"column": "fluency", "passes": False}, ...])
+        ('behaviour', 'relevance')
+    """
+    failed = {r["column"] for r in validation if r.get("set") is not None and not r["passes"]}
+    kept = tuple(a for a in AXES if a not in failed)
+    if not kept:
+        raise ValueError(
+            "no scorer agrees with its labels: the section has no headline; check the judge "
+            "(judge_model) and the behaviour's scorer"
+        )
+    return kept
