@@ -169,15 +169,26 @@ def compare_conditions(
 
 def summary_rows(scores: Mapping[str, Mapping[str, object]], names: Sequence[str]) -> list[dict]:
     """One row per condition: each column's mean over prompts with its 95% interval (per-prompt
-    means over seeds and answers are the bootstrap units)."""
+    means over seeds and answers are the bootstrap units; an unscored answer, e.g. a degeneracy
+    measure of a one-word answer, is left out, and a prompt with none scored too)."""
     rows = []
     for name in names:
         row: dict = {"condition": name}
         for column, tables in scores.items():
             table = np.asarray(tables[name], dtype=float)
             row["n"], row["seeds"], row["answers"] = table.shape
-            m = mean_interval(np.nanmean(table, axis=(1, 2)).tolist())
-            row.update({column: m.value, f"{column}_low": m.low, f"{column}_high": m.high})
+            scored = ~np.isnan(table)
+            sums = np.where(scored, table, 0.0).sum(axis=(1, 2))
+            counts = scored.sum(axis=(1, 2))
+            means = (sums[counts > 0] / counts[counts > 0]).tolist()
+            m = mean_interval(means) if means else None
+            row.update(
+                {
+                    column: m.value if m else float("nan"),
+                    f"{column}_low": m.low if m else float("nan"),
+                    f"{column}_high": m.high if m else float("nan"),
+                }
+            )
         rows.append(row)
     return rows
 
