@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import make_model, make_tokenizer
 
 from reptune.behaviours import get_behaviour
 from reptune.evaluation.open_ended.quality import harmonic_mean
@@ -19,8 +20,6 @@ from reptune.training import RepTuneConfig
 from reptune.workflow import BehaviourArguments, ModelArguments, StageRunner, run_behaviour
 from reptune.workflow.behaviour_scoring import COLUMNS, SectionScorers, headline_axes
 from reptune.workflow.behaviour_tuning import PLACEMENTS, VARIANTS
-
-from conftest import make_model, make_tokenizer
 
 
 @pytest.fixture(scope="module")

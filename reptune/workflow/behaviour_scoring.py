@@ -20,17 +20,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 
 from ..evaluation.open_ended.quality import harmonic_mean
 from ..evaluation.scorers import (
+    SELF_JUDGE_NAME,
     DistinctN,
     JudgeLM,
     JudgeNLL,
     PromptRankRelevance,
     RepeatedNgramRate,
     Scorer,
-    SelfJudge,
+    check_pairs,
     validate_scorer,
 )
 from ..io import data_path, read_jsonl
@@ -38,6 +38,7 @@ from ..io import data_path, read_jsonl
 __all__ = [
     "AXES",
     "COLUMNS",
+    "OwnScore",
     "SectionScorers",
     "load_judge",
     "validate_section",
@@ -61,8 +62,23 @@ def load_judge(spec: str, model_under_test, dtype: str = "bfloat16") -> JudgeLM:
     return JudgeLM.load(spec, model_under_test=model_under_test, dtype=dtype)
 
 
-def _own_score_function(spec, base, tok, texts):
-    return spec.score(base, tok, list(texts), [""] * len(texts))
+class OwnScore(Scorer):
+    """A behaviour's own score function (:class:`~reptune.behaviours.registry.TextScorer`)
+    under the untuned model under test, in ``[0, 1]``: the self-judge column, or the stand-in
+    behaviour scorer of a behaviour without an independent one (named as such).
+
+    Example:
+        >>> OwnScore(spec, base, tok).score(["Describe a bus."], ["A lovely bus."])
+    """
+
+    axis = "behaviour"
+
+    def __init__(self, spec, base, tok, name: str = SELF_JUDGE_NAME):
+        self.spec, self.base, self.tok, self.name = spec, base, tok, name
+
+    def score(self, prompts: Sequence[str], answers: Sequence[str]) -> list[float]:
+        check_pairs(prompts, answers)
+        return [float(x) for x in self.spec.score(self.base, self.tok, list(answers), prompts)]
 
 
 @dataclass
@@ -97,11 +113,13 @@ class SectionScorers:
     ) -> SectionScorers:
         """Scorers for behaviour ``spec``; without an independent behaviour scorer the spec's
         own score function under the untuned model stands in (labelled as such)."""
-        own = SelfJudge(partial(_own_score_function, spec, base, tok))
+        own = OwnScore(spec, base, tok)
         independent = spec.behaviour_scorer is not None
-        behaviour = spec.behaviour_scorer() if independent else own
-        if not independent:
-            behaviour.name = f"{spec.name} score function under the model under test"
+        behaviour = (
+            spec.behaviour_scorer()
+            if independent
+            else OwnScore(spec, base, tok, f"{spec.name} score function under the model under test")
+        )
         relevance = PromptRankRelevance(
             judge,
             hard_negatives,
