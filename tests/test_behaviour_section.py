@@ -9,6 +9,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import make_model, make_tokenizer
 
 from reptune.behaviours import get_behaviour
@@ -179,3 +180,16 @@ def test_variants_are_declared_once():
         BehaviourArguments(lora_placements=["everywhere"])
     with pytest.raises(ValueError, match="seeds must be distinct"):
         BehaviourArguments(seeds=[0, 0])
+
+
+def test_the_cached_judge_scores_as_the_judge_and_reuses_pairs():
+    from reptune.evaluation.scorers import JudgeLM
+    from reptune.workflow.behaviour_scoring import CachedJudge
+
+    judge = JudgeLM(make_model("gpt2"), make_tokenizer(pad=True), "g", model_under_test="llama")
+    cached = CachedJudge(judge)
+    prompts, answers = ["hi", "yo", "hi"], [" there", " you", " there"]
+    found = cached.answer_log_probs(prompts, answers, 4)
+    for a, b in zip(found, judge.answer_log_probs(prompts, answers, 4)):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert len(cached.memory) == 2  # the repeated pair was scored once

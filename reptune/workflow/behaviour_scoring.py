@@ -21,6 +21,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import torch
+
 from ..evaluation.open_ended.quality import harmonic_mean
 from ..evaluation.scorers import (
     SELF_JUDGE_NAME,
@@ -40,6 +42,7 @@ __all__ = [
     "COLUMNS",
     "OwnScore",
     "SectionScorers",
+    "CachedJudge",
     "load_judge",
     "validate_section",
     "headline_axes",
@@ -53,13 +56,36 @@ COLUMNS = (*AXES, "distinct_2", "repeated_3gram", "self_judge", "harmonic")
 RELEVANCE_CHECK_ANSWERS = 12
 
 
-def load_judge(spec: str, model_under_test, dtype: str = "bfloat16") -> JudgeLM:
+class CachedJudge:
+    """A :class:`JudgeLM` that remembers each (prompt, answer, max tokens) it scored: the own
+    prompt's pass of relevance is fluency's pass, and an answer met again costs nothing.
+
+    Example:
+        >>> judge = CachedJudge(JudgeLM.load(model_under_test=base.config))  # doctest: +SKIP
+    """
+
+    def __init__(self, judge: JudgeLM):
+        self.judge, self.name = judge, judge.name
+        self.memory: dict[tuple, torch.Tensor] = {}
+
+    def answer_log_probs(self, prompts, answers, max_answer_tokens=None) -> list[torch.Tensor]:
+        keys = [(p, a, max_answer_tokens) for p, a in zip(prompts, answers)]
+        missing = list(dict.fromkeys(k for k in keys if k not in self.memory))
+        if missing:
+            found = self.judge.answer_log_probs(
+                [k[0] for k in missing], [k[1] for k in missing], max_answer_tokens
+            )
+            self.memory.update(zip(missing, found))
+        return [self.memory[k] for k in keys]
+
+
+def load_judge(spec: str, model_under_test, dtype: str = "bfloat16") -> CachedJudge:
     """The judge LM (another family than ``model_under_test``, checked before loading).
 
     Example:
         >>> judge = load_judge("embedded:gemma3-270m", base.config)  # doctest: +SKIP
     """
-    return JudgeLM.load(spec, model_under_test=model_under_test, dtype=dtype)
+    return CachedJudge(JudgeLM.load(spec, model_under_test=model_under_test, dtype=dtype))
 
 
 class OwnScore(Scorer):
@@ -185,6 +211,20 @@ def _relevance_check() -> tuple[list[str], list[str], list[float]]:
     return prompts + shifted, answers + answers, [1.0] * len(rows) + [0.0] * len(rows)
 
 
+def _checkable(relevance: PromptRankRelevance) -> PromptRankRelevance:
+    """The relevance scorer as configured, ranking at least one other prompt (the check set has
+    no hard negatives)."""
+    return PromptRankRelevance(
+        relevance.judge,
+        relevance.hard_negatives,
+        n_other_prompts=max(1, relevance.n_other_prompts or 0),
+        output=relevance.output,
+        reference_tokens=relevance.reference_tokens,
+        max_answer_tokens=relevance.max_answer_tokens,
+        seed=relevance.seed,
+    )
+
+
 def validate_section(scorers: SectionScorers, spec) -> list[dict]:
     """Each scorer's agreement with labels (one row each, with its 95% interval): the behaviour
     scorer (and the self-judge) on the behaviour's labelled set, fluency and degeneracy on the
@@ -200,7 +240,7 @@ def validate_section(scorers: SectionScorers, spec) -> list[dict]:
         ("fluency", scorers.fluency, (*fl_sets, fl_labels), "fluency_labelled"),
         ("distinct_2", scorers.distinct, (*fl_sets, fl_labels), "fluency_labelled"),
         ("repeated_3gram", scorers.repeated, (*fl_sets, fl_labels), "fluency_labelled"),
-        ("relevance", scorers.relevance, _relevance_check(), "own vs swapped prompt"),
+        ("relevance", _checkable(scorers.relevance), _relevance_check(), "own vs swapped prompt"),
     ]
     if spec.behaviour_labels is not None:
         labelled = spec.behaviour_labels()
