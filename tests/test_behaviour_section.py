@@ -123,8 +123,11 @@ def test_the_section_runs_end_to_end_and_its_report_reads_the_stage_files(models
         assert sentence.startswith(f"{variant}: the LoRA placement {chosen['placement']} was")
         assert f"checkpoint step {chosen['step']} was chosen among 2" in sentence
         assert "seeds [0, 1]" in sentence
+    # a rerun reads every stage back from its file (NaN stored as null) and reports the same
+    rerun = run_behaviour(bargs, margs, targs, StageRunner(tmp_path / "run"))
+    assert choice_sentences(rerun) == sentences
     report = Report("behaviour")
-    add_behaviour_section(report, res)
+    add_behaviour_section(report, rerun)
     text = (report.write(tmp_path / "report")["markdown"]).read_text()
     assert "Against base (harmonic" in text and "pareto.png" in text
     assert ev["scorers"]["behaviour"] in text  # the judge is named on the column header

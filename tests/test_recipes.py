@@ -139,7 +139,7 @@ def test_honesty_recipe_end_to_end_then_rerun_skips(tiny_run):
         "report/layer_accuracy.png",
         "report/robustness.png",
         "report/tradeoff.png",
-        "behaviour/report/conditions.png",
+        "behaviour/report/pareto.png",
         "behaviour/models/rep-steer/adapter_model.safetensors",
         "behaviour/data/steered_rows.jsonl",
         "README.md",

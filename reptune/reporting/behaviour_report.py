@@ -24,6 +24,14 @@ __all__ = [
     "add_behaviour_section",
 ]
 
+
+def _num(value, spec: str = ".3f") -> str:
+    """``value`` formatted, or "n/a" when it is missing (a stage file stores NaN as null)."""
+    if value is None or value != value:
+        return "n/a"
+    return format(value, spec)
+
+
 UNIT = "fraction of the layer's median residual norm"
 CRITERION = "the dev harmonic mean of the independent scorers"
 
@@ -165,7 +173,7 @@ def _means_table(ev: Mapping) -> list[dict]:
         row = {"condition": r["condition"], "seeds": r["seeds"], "answers": r["answers"]}
         for column, judge in names.items():
             row[f"{column} [{judge}]"] = (
-                f"{r[column]:.3f} [{r[f'{column}_low']:.3f}, {r[f'{column}_high']:.3f}]"
+                f"{_num(r[column])} [{_num(r[f'{column}_low'])}, {_num(r[f'{column}_high'])}]"
             )
         rows.append(row)
     return rows
@@ -199,8 +207,8 @@ def _validation_lines(res: Mapping) -> list[str]:
         verdict = "agrees" if row["passes"] else "does not agree: kept out of the headline"
         lines.append(
             f"- {row['column']} ({row['scorer']}) on {row['set']}: {row['metric']} "
-            f"{row['value']:.3f} [{row['low']:.3f}, {row['high']:.3f}] vs chance "
-            f"{row['bar']:.3f}, n={row['n']}: {verdict}."
+            f"{_num(row['value'])} [{_num(row['low'])}, {_num(row['high'])}] vs chance "
+            f"{_num(row['bar'])}, n={row['n']}: {verdict}."
         )
     return lines
 
@@ -210,7 +218,9 @@ def _share_rows(ev: Mapping) -> list[dict]:
         {
             "condition": s["condition"],
             f"share of the {s['target']} behaviour shift": (
-                f"{s['value']:.0%} [{s['low']:.0%}, {s['high']:.0%}]" if s["stable"] else s["note"]
+                f"{_num(s['value'], '.0%')} [{_num(s['low'], '.0%')}, {_num(s['high'], '.0%')}]"
+                if s["stable"]
+                else s["note"]
             ),
         }
         for s in ev["shares"]

@@ -4,10 +4,11 @@ only from scorers that agree with the labels.
 
 Columns of one answer (:meth:`SectionScorers.score`): ``behaviour`` (the behaviour's own
 independent scorer, mapped onto [0, 1]), ``fluency`` (``exp(-NLL)`` under a judge LM of another
-family), ``relevance`` (posterior of the own prompt among hard negatives and other prompts),
-``distinct_2`` and ``repeated_3gram`` (degeneracy), ``self_judge`` (the untuned model's own
-judgement, an extra labelled column) and ``harmonic`` (AxBench's harmonic mean of the headline
-axes).
+family, discounted by the share of repeated bigrams: the judge alone finds repetition fluent),
+``judge_probability`` (``exp(-NLL)`` alone), ``relevance`` (posterior of the own prompt
+among hard negatives and other prompts), ``distinct_2`` and ``repeated_3gram`` (degeneracy),
+``self_judge`` (the untuned model's own judgement, an extra labelled column) and ``harmonic``
+(AxBench's harmonic mean of the headline axes).
 
 Example:
     >>> scorers = SectionScorers.build(spec, base, tok, judge, hard_negatives, n_other_prompts=2)
@@ -41,6 +42,7 @@ __all__ = [
     "AXES",
     "COLUMNS",
     "OwnScore",
+    "DiscountedFluency",
     "SectionScorers",
     "CachedJudge",
     "load_judge",
@@ -51,7 +53,7 @@ __all__ = [
 #: The axes of the harmonic mean (AxBench).
 AXES = ("behaviour", "fluency", "relevance")
 #: Every per-answer column, in report order.
-COLUMNS = (*AXES, "distinct_2", "repeated_3gram", "self_judge", "harmonic")
+COLUMNS = (*AXES, "judge_probability", "distinct_2", "repeated_3gram", "self_judge", "harmonic")
 #: Fluent answers of the fluency set used to check relevance (own prompt vs another's).
 RELEVANCE_CHECK_ANSWERS = 12
 
@@ -77,6 +79,31 @@ class CachedJudge:
             )
             self.memory.update(zip(missing, found))
         return [self.memory[k] for k in keys]
+
+
+class DiscountedFluency(Scorer):
+    """The fluency axis: the judge's geometric-mean token probability of the answer,
+    ``exp(-NLL)``, times its share of distinct word bigrams (a judge LM finds repetition likely,
+    so repetition is discounted by the degeneracy measure); in ``[0, 1]``, 1 = fluent. An answer
+    of fewer than two words keeps ``exp(-NLL)``; an empty answer scores 0.
+
+    Example:
+        >>> DiscountedFluency(JudgeNLL(judge)).score(["Q"], ["good good good good"])
+    """
+
+    axis = "fluency"
+
+    def __init__(self, nll: JudgeNLL, distinct: DistinctN | None = None):
+        self.nll, self.distinct = nll, distinct or DistinctN(2)
+        self.name = f"exp(-{nll.name}) x {self.distinct.name}"
+
+    def score(self, prompts: Sequence[str], answers: Sequence[str]) -> list[float]:
+        units = self.nll.to_unit(self.nll.score(prompts, answers))
+        shares = self.distinct.score(prompts, answers)
+        return [
+            0.0 if math.isnan(u) else u * (1.0 if math.isnan(d) else d)
+            for u, d in zip(units, shares)
+        ]
 
 
 def load_judge(spec: str, model_under_test, dtype: str = "bfloat16") -> CachedJudge:
@@ -117,6 +144,7 @@ class SectionScorers:
 
     behaviour: Scorer
     fluency: Scorer
+    nll: Scorer
     relevance: Scorer
     distinct: Scorer
     repeated: Scorer
@@ -154,7 +182,8 @@ class SectionScorers:
         )
         return cls(
             behaviour=behaviour,
-            fluency=JudgeNLL(judge, max_answer_tokens=answer_tokens),
+            fluency=DiscountedFluency(JudgeNLL(judge, max_answer_tokens=answer_tokens)),
+            nll=JudgeNLL(judge, max_answer_tokens=answer_tokens),
             relevance=relevance,
             distinct=DistinctN(2),
             repeated=RepeatedNgramRate(3),
@@ -167,6 +196,7 @@ class SectionScorers:
         named = {
             "behaviour": self.behaviour.name,
             "fluency": self.fluency.name,
+            "judge_probability": f"exp(-{self.nll.name})",
             "relevance": self.relevance.name,
             "distinct_2": self.distinct.name,
             "repeated_3gram": self.repeated.name,
@@ -179,11 +209,12 @@ class SectionScorers:
     def score(self, prompts: Sequence[str], answers: Sequence[str]) -> dict[str, list[float]]:
         """Every column for ``answers[i]`` given to ``prompts[i]`` (axes on [0, 1])."""
         prompts, answers = list(prompts), list(answers)
-        raw_fluency = self.fluency.score(prompts, answers)
+        probability = self.nll.to_unit(self.nll.score(prompts, answers))
         columns = {
             "behaviour": self.behaviour.to_unit(self.behaviour.score(prompts, answers)),
+            "fluency": self.fluency.score(prompts, answers),
             # an empty answer has no tokens: no fluency at all
-            "fluency": [0.0 if math.isnan(u) else u for u in self.fluency.to_unit(raw_fluency)],
+            "judge_probability": [0.0 if math.isnan(u) else u for u in probability],
             "relevance": self.relevance.score(prompts, answers),
             "distinct_2": self.distinct.score(prompts, answers),
             "repeated_3gram": self.repeated.score(prompts, answers),
@@ -238,6 +269,7 @@ def validate_section(scorers: SectionScorers, spec) -> list[dict]:
     fl_labels = [float(r["label"]) for r in fluency]
     checks = [
         ("fluency", scorers.fluency, (*fl_sets, fl_labels), "fluency_labelled"),
+        ("judge_probability", scorers.nll, (*fl_sets, fl_labels), "fluency_labelled"),
         ("distinct_2", scorers.distinct, (*fl_sets, fl_labels), "fluency_labelled"),
         ("repeated_3gram", scorers.repeated, (*fl_sets, fl_labels), "fluency_labelled"),
         ("relevance", _checkable(scorers.relevance), _relevance_check(), "own vs swapped prompt"),
