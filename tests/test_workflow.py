@@ -189,7 +189,15 @@ def test_no_choice_reads_the_test_prompts(tiny, tmp_path, monkeypatch):
         disable_tqdm=True,
         save_strategy="no",
     )
+    judge = tmp_path / "judge"  # the judge LM: a tiny model of another family
+    make_model("gpt2", n_layers=2, hidden=32, context=1024).save_pretrained(judge)
+    make_tokenizer(pad=True).save_pretrained(judge)
     bargs = BehaviourArguments(
+        judge_model=str(judge),
+        judge_dtype="float32",
+        judge_answer_tokens=8,
+        relevance_others=1,
+        bootstrap_resamples=200,
         layers=[1, 2],
         steer_layers=[1, 2],
         coefficients=[0.5, 1.0],
@@ -221,10 +229,11 @@ def test_no_choice_reads_the_test_prompts(tiny, tmp_path, monkeypatch):
         assert set(scored) & set(test)  # the evaluation did read them
     clean_res, poisoned_res = results["clean"], results["poisoned"]
     assert clean_res["chosen"] == poisoned_res["chosen"]
+    assert clean_res["prompting"] == poisoned_res["prompting"]
     for variant in bargs.variants:
         a, b = clean_res["trained"][variant], poisoned_res["trained"][variant]
-        assert a["chosen_step"] == b["chosen_step"] and a["dev_scores"] == b["dev_scores"]
-    assert clean_res["evaluated"]["quality"] != poisoned_res["evaluated"]["quality"]
+        assert a["chosen"] == b["chosen"] and a["checkpoints"] == b["checkpoints"]
+    assert clean_res["evaluated"]["summary"] != poisoned_res["evaluated"]["summary"]
 
 
 def test_residual_norms_recorded_for_the_workflows_vectors():

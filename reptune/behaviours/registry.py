@@ -15,9 +15,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..pairs import ContrastivePair
 
@@ -25,6 +25,10 @@ __all__ = [
     "BehaviourBuilder",
     "BehaviourOptions",
     "BehaviourSpec",
+    "EvalPrompt",
+    "EvalPromptsLoader",
+    "InstructionWording",
+    "LabelledSet",
     "PairsLoader",
     "PromptsLoader",
     "TextScorer",
@@ -38,6 +42,28 @@ __all__ = [
 PairsLoader = Callable[[object, str], list[ContrastivePair]]
 #: ``() -> prompts`` (plain user messages; the pipeline applies the chat template).
 PromptsLoader = Callable[[], list[str]]
+
+
+class EvalPrompt(NamedTuple):
+    """A dev or test prompt and its hard negatives (same topic, another instruction)."""
+
+    prompt: str
+    hard_negatives: tuple[str, ...] = ()
+
+
+#: ``(split, limit) -> prompts``; ``split`` is ``"dev"`` or ``"test"`` (disjoint).
+EvalPromptsLoader = Callable[[str, int], list[EvalPrompt]]
+#: ``() -> (prompts, answers, labels)``: labelled answers a behaviour scorer must agree with.
+LabelledSet = Callable[[], tuple[list[str], list[str], list[float]]]
+
+
+class InstructionWording(Protocol):
+    """One wording of the prompting baseline: ``format(tokenizer, prompt)`` is the generation
+    text (chat template applied), ``name`` names it in reports."""
+
+    name: str
+
+    def format(self, tokenizer, prompt: str) -> str: ...
 
 
 class TextScorer(Protocol):
@@ -71,6 +97,15 @@ class BehaviourSpec:
         eval_prompts: prompts split into dev (every choice) and test (every reported number).
         score: the behaviour axis of each answer (:class:`TextScorer`).
         instruction: the prompting baseline's system prompt.
+        behaviour_scorer: ``() -> Scorer`` (:mod:`reptune.evaluation.scorers`), the behaviour
+            judge independent of the model under test; None: :attr:`score` under the untuned
+            model stands in, labelled as the model's own judgement.
+        behaviour_labels: labelled answers the behaviour scorer is validated on
+            (:data:`LabelledSet`); None: the scorer is reported as not validated.
+        split_prompts: topic-disjoint dev and test prompts with hard negatives
+            (:data:`EvalPromptsLoader`); None: :attr:`eval_prompts` split in order.
+        instruction_candidates: ``() -> {name: wording}`` (:class:`InstructionWording`), the
+            prompting wordings chosen among on dev; None: :attr:`instruction` alone.
 
     Example:
         >>> spec = BehaviourSpec("cheerful", pairs, lambda: train, lambda: held, score, "Be glad.")
@@ -82,6 +117,10 @@ class BehaviourSpec:
     eval_prompts: PromptsLoader
     score: TextScorer
     instruction: str
+    behaviour_scorer: Callable[[], object] | None = None
+    behaviour_labels: LabelledSet | None = None
+    split_prompts: EvalPromptsLoader | None = None
+    instruction_candidates: Callable[[], Mapping[str, InstructionWording]] | None = None
 
 
 #: ``options -> spec``: a behaviour whose data comes from run options (file paths, a prompt).

@@ -19,7 +19,7 @@ import torch
 
 from ..io import data_path, read_jsonl
 from ..pairs import ContrastivePair, format_chat
-from .registry import BehaviourSpec, register_behaviour
+from .registry import BehaviourSpec, EvalPrompt, register_behaviour
 from .sentiment_prompts import (
     PROMPT_SPLITS,
     InstructionCandidate,
@@ -49,6 +49,8 @@ __all__ = [
     "POSITIVE_INSTRUCTION",
     "load_train_prompts",
     "positivity",
+    "load_labelled_sentiment",
+    "load_split_prompts",
     "PROMPT_SPLITS",
     "TopicPrompt",
     "load_topic_prompts",
@@ -342,7 +344,36 @@ def positivity(judge_model, tokenizer, texts: Sequence[str], batch_size: int = 3
     return [(s + 1) / 2 for s in scores]
 
 
-#: Sentiment as a registered behaviour: shipped pairs and prompts, scored by :func:`positivity`.
+def _vader():
+    from ..evaluation.scorers import VaderSentiment
+
+    return VaderSentiment()
+
+
+def load_labelled_sentiment() -> tuple[list[str], list[str], list[float]]:
+    """``(prompts, answers, labels)`` of the 90 hand-labelled sentences (-1 / 0 / +1; no prompt).
+
+    Example:
+        >>> prompts, texts, labels = load_labelled_sentiment()
+    """
+    rows = read_jsonl(data_path("sentiment_labelled.jsonl"))
+    return [""] * len(rows), [r["text"] for r in rows], [float(r["label"]) for r in rows]
+
+
+def load_split_prompts(split: str, limit: int | None = None) -> list[EvalPrompt]:
+    """The topic-disjoint dev or test prompts, each with its hard negative.
+
+    Example:
+        >>> load_split_prompts("dev", 2)[0].hard_negatives
+    """
+    return [
+        EvalPrompt(p.prompt, (p.hard_negative,) if p.hard_negative else ())
+        for p in load_topic_prompts(split, limit)
+    ]
+
+
+#: Sentiment as a registered behaviour: shipped pairs and prompts, judged by VADER (the model's
+#: own :func:`positivity` judgement stays as a labelled extra column).
 SENTIMENT_SPEC = BehaviourSpec(
     "sentiment",
     load_sentiment_pairs,
@@ -350,5 +381,9 @@ SENTIMENT_SPEC = BehaviourSpec(
     lambda: load_eval_prompts(chat=False),
     lambda judge, tok, texts, prompts: positivity(judge, tok, texts),
     POSITIVE_INSTRUCTION,
+    behaviour_scorer=_vader,
+    behaviour_labels=load_labelled_sentiment,
+    split_prompts=load_split_prompts,
+    instruction_candidates=load_instruction_candidates,
 )
 register_behaviour(SENTIMENT_SPEC)

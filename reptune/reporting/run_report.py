@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from ..evaluation.stats import rate
 from ..vectors import SteeringVectors, describe_unit
-from .plots import plot_conditions, plot_sweep
 from .report import Report
 
 __all__ = ["honesty_report", "add_behaviour_section", "add_timings", "overlaps"]
@@ -194,107 +193,12 @@ def honesty_report(results: dict, hargs, margs, stages) -> Report:
     return report
 
 
-def _shift_reading(q: dict[str, dict], tuned: str) -> list[str]:
-    """Sentences on how far a tuned model moves the behaviour compared with steering."""
-    base, steered, model = q["base"], q["steered"], q[tuned]
-    shift, target = model["behaviour"] - base["behaviour"], steered["behaviour"] - base["behaviour"]
-    share = shift / target if target else float("nan")
-    disjoint = not overlaps(
-        model["behaviour_low"],
-        model["behaviour_high"],
-        base["behaviour_low"],
-        base["behaviour_high"],
-    )
-    return [
-        f"- {tuned}: behaviour {model['behaviour']:.3f} [{model['behaviour_low']:.3f}, "
-        f"{model['behaviour_high']:.3f}], {share:.0%} of the steered model's shift over base "
-        f"({'interval disjoint from' if disjoint else 'interval overlaps'} base's); fluency "
-        f"{model['fluency']:.3f} vs steered {steered['fluency']:.3f}; harmonic mean "
-        f"{model['harmonic']:.3f} [{model['harmonic_low']:.3f}, {model['harmonic_high']:.3f}]."
-    ]
-
-
 def add_behaviour_section(report: Report, res: dict) -> None:
-    """The behaviour section: dev choices, the six conditions on test prompts, perplexity and
-    closeness to the steered model."""
-    name, layout, ev = res["name"], res["layout"], res["evaluated"]
-    chosen = res["chosen"]
-    q = {r["condition"]: r for r in ev["quality"]}
-    tuned = [c for c in q if c not in ("base", "prompting", "steered")]
-    lines = [
-        f"A behaviour this model represents: {name}. Vectors from the shipped training pairs; "
-        f"the steering layer ({chosen['layer']}) and coefficient ({chosen['coefficient']:g}, "
-        f"{UNIT}) were chosen on {res['dev']} dev prompts by the harmonic mean of the three "
-        f"axes; the tuned models trained on {res['rows']} answers the steered model wrote to "
-        f"training prompts, each checkpoint chosen on the dev prompts. Every number below comes "
-        f"from {res['test']} test prompts, with 95% bootstrap intervals.",
-        "",
-        "Axes (each in [0, 1]): behaviour = the untuned model's own positive/negative judgement, "
-        "rescaled; fluency = geometric-mean token probability under the untuned model; relevance "
-        "= the posterior of the own prompt among it and other test prompts. Harmonic mean as in "
-        "AxBench.",
-        "",
-    ]
-    for t in tuned:
-        lines += _shift_reading(q, t)
-    best = max(q, key=lambda c: q[c]["harmonic"])
-    lines.append(f"- Highest harmonic mean: {best} ({q[best]['harmonic']:.3f}).")
-    sec = report.section(f"Behaviour: {name}", "\n".join(lines))
-    sec.add_table(
-        f"{name}_dev_sweep",
-        chosen["rows"],
-        description="dev prompts only: what chose the layer and coefficient",
-    )
-    sec.add_table(
-        f"{name}_conditions",
-        ev["quality"],
-        description="test prompts: every condition on the three axes",
-    )
-    for axis in ("harmonic", "behaviour"):
-        sweep_plot = plot_sweep(
-            chosen["rows"],
-            layout.report_dir / f"dev_sweep_{axis}.png",
-            metric=axis,
-            title=f"{name} (dev prompts)",
-            ylabel=f"{axis} (0-1), 95% interval",
-        )
-        sec.add_plot(sweep_plot, f"dev prompts: {axis} against the steering coefficient")
-    plot = plot_conditions(
-        ev["quality"], layout.report_dir / "conditions.png", f"{name}: test prompts"
-    )
-    sec.add_plot(plot, "every condition on the three axes (test prompts)")
-    sec.add_table(
-        f"{name}_kl",
-        [{"model": k, **v} for k, v in ev["kl"].items()],
-        description="mean KL(steered || model) of the next-token distributions along the "
-        "steered model's test answers",
-    )
-    sec.add_table(
-        f"{name}_perplexity",
-        ev["perplexity"],
-        description="perplexity on held-out text, each with its interval; the steered model "
-        "at the chosen coefficient",
-    )
-    sec.add_table(
-        f"{name}_training",
-        [
-            {"variant": k, **{n: v for n, v in t.items() if n != "dev_scores"}}
-            for k, t in res["trained"].items()
-        ],
-    )
-    sec.add_table(
-        f"{name}_examples",
-        ev["examples"],
-        description="the first test prompt, answered by every condition",
-    )
-    for cond, row in q.items():
-        for axis in ("behaviour", "fluency", "relevance", "harmonic"):
-            report.add_row_metric(f"{name}/{axis}/{cond}", row, axis, n=row["n"])
+    """The behaviour section (:mod:`.behaviour_report`) and its diagnostics, when they ran."""
+    from .behaviour_report import add_behaviour_section as add_section
+
+    add_section(report, res)
     add_diagnostics(report, res)
-    for row in ev["perplexity"]:
-        report.add_row_metric(
-            f"{name}/perplexity/{row['model']}", row, "perplexity", n=row["windows"]
-        )
 
 
 def add_diagnostics(report: Report, res: dict) -> None:

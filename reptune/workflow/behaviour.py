@@ -1,13 +1,13 @@
-"""A behaviour section: vectors -> dev choice of layer and coefficient -> self-generated rows ->
-tuned variants (checkpoint chosen on dev) -> every condition measured on test prompts.
+"""A behaviour section: scorers validated on labels -> vectors -> dev choices of layer and
+coefficient and of the prompting wording -> self-generated rows -> tuned variants (placement,
+learning rate and checkpoint chosen on dev; the chosen one trained with every seed) -> every
+condition answered and scored on test prompts -> paired comparisons.
 
-The protocol follows the field's steering benchmark (AxBench): layer, coefficient, training steps
-and checkpoint are chosen on dev prompts only; every reported number comes from test prompts
-and carries an interval; each generation is scored on behaviour, fluency and relevance, with
-their harmonic mean; and the conditions a reviewer asks for sit in one table: the base model,
-prompting (a system prompt asking for the behaviour), steering (the dev-best coefficient),
-token-level SFT on the steered model's own answers, representation tuning with the published
-cosine loss, and representation tuning with the steer objective.
+The protocol follows the field's steering benchmark (AxBench): every free choice of every
+condition is made on dev prompts by one criterion, the dev harmonic mean of behaviour, fluency
+and relevance under judges that are not the model under test; every reported number comes from
+test prompts (greedy plus seeded sampled answers, every training seed) and every comparison is
+paired, against base and against steering, Holm-corrected over the declared family.
 
 Example:
     >>> section = run_behaviour(BehaviourArguments(), margs, targs, stages)
@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..behaviours import BehaviourSpec, behaviour_names, get_behaviour, required_options
 from . import behaviour_steps as steps
-from .select import split_dev_test
+from .behaviour_tuning import PLACEMENTS
 from .stages import StageRunner
 
 __all__ = ["BehaviourArguments", "VARIANTS", "run_behaviour"]
@@ -82,11 +82,48 @@ class BehaviourArguments:
     select_every: int = field(
         default=10,
         metadata={
-            "help": "steps between checkpoints; the one closest to the steered model on dev "
-            "prompts (mean next-token KL along its answers) is kept"
+            "help": "steps between checkpoints; the one with the best dev harmonic mean is kept"
         },
     )
-    distractors: int = field(default=3, metadata={"help": "other prompts for the relevance axis"})
+    judge_model: str = field(
+        default="embedded:gemma3-270m",
+        metadata={"help": "judge LM of fluency and relevance (another family than the model)"},
+    )
+    judge_dtype: str = field(default="bfloat16", metadata={"help": "the judge LM's dtype"})
+    judge_answer_tokens: int = field(
+        default=32, metadata={"help": "answer tokens the judge LM reads per answer"}
+    )
+    relevance_others: int = field(
+        default=2,
+        metadata={
+            "help": "other prompts each answer's own prompt is ranked among (plus its hard "
+            "negatives)"
+        },
+    )
+    seeds: list[int] = field(
+        default_factory=lambda: [0],
+        metadata={"help": "training seeds of each tuned variant (the first is the dev choice's)"},
+    )
+    samples: int = field(
+        default=0, metadata={"help": "seeded sampled answers per test prompt besides greedy"}
+    )
+    lora_placements: list[str] = field(
+        default_factory=lambda: ["attention"],
+        metadata={
+            "help": f"LoRA placements every variant chooses among on dev: {list(PLACEMENTS)}"
+        },
+    )
+    learning_rates: list[float] | None = field(
+        default=None,
+        metadata={"help": "learning-rate grid of every variant (default: tune_learning_rate)"},
+    )
+    instructions: list[str] | None = field(
+        default=None,
+        metadata={"help": "prompting wordings chosen among on dev (default: all the behaviour's)"},
+    )
+    bootstrap_resamples: int = field(
+        default=9999, metadata={"help": "bootstrap resamples of every paired comparison"}
+    )
     diagnostic_prompts: int = field(
         default=4,
         metadata={
@@ -105,6 +142,15 @@ class BehaviourArguments:
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown:
             raise ValueError(f"unknown variants {unknown}: use {list(VARIANTS)}")
+        if self.learning_rates is None:
+            self.learning_rates = [self.tune_learning_rate]
+        bad = [p for p in self.lora_placements if p not in PLACEMENTS]
+        if bad or not self.lora_placements:
+            raise ValueError(f"unknown lora_placements {bad}: use some of {list(PLACEMENTS)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct and non-empty, got {self.seeds}")
+        if self.samples < 0:
+            raise ValueError(f"samples must be >= 0, got {self.samples}")
         if not self.coefficients:
             raise ValueError("coefficients is empty: give the dev grid of steering coefficients")
         missing = [n for n in required_options(self.behaviour) if not getattr(self, n)]
@@ -127,14 +173,17 @@ def run_behaviour(bargs: BehaviourArguments, margs, targs, stages: StageRunner, 
     spec = bargs.spec()
     settings = {"model": asdict(margs), "behaviour": asdict(bargs), "seed": targs.seed}
     # The prompts are split before the model loads.
-    dev, test = split_dev_test(spec.eval_prompts(), bargs.dev_prompts, bargs.test_prompts)
+    dev, test = steps.section_prompts(spec, bargs.dev_prompts, bargs.test_prompts)
     base, tok = margs.load()
-    run = steps.BehaviourRun(bargs, margs, targs, stages, name, spec, base, tok, settings)
-    run.dev, run.test = dev, test
+    run = steps.BehaviourRun(
+        bargs, margs, targs, stages, name, spec, base, tok, settings, dev, test
+    )
+    validation = steps.validate_scorers(run)
     info = steps.extract_behaviour_vectors(run)
     chosen = steps.choose_steering(run, info["best_layer"])
-    dev_answers = steps.write_steered_rows(run)
-    steps.tune_behaviour_variants(run, dev_answers)
+    prompting = steps.choose_prompting(run)
+    steps.write_steered_rows(run)
+    steps.tune_behaviour_variants(run)
     evaluated = steps.evaluate_conditions(run)
     diagnosed = steps.diagnose(run) if bargs.diagnostic_prompts else None
     return {
@@ -143,6 +192,8 @@ def run_behaviour(bargs: BehaviourArguments, margs, targs, stages: StageRunner, 
         "layout": run.layout,
         "vectors": info,
         "chosen": chosen,
+        "prompting": prompting,
+        "validation": validation,
         "trained": run.trained,
         "evaluated": evaluated,
         "dev": len(run.dev),

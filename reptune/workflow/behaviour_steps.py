@@ -1,9 +1,13 @@
 """The steps of a behaviour section, in order; each runs one resumable stage (or one per tuned
 variant) and records what later steps need on the shared :class:`BehaviourRun`.
 
+Every choice (steering layer and coefficient, the prompting wording, each variant's LoRA
+placement, learning rate and checkpoint) is made on dev prompts by one criterion: the dev
+harmonic mean of the section's independent scorers, the number the report headlines.
+
 Example:
     >>> run = BehaviourRun(bargs, margs, targs, stages, "behaviour", spec, base, tok, settings)
-    >>> extract_behaviour_vectors(run); choose_steering(run); write_steered_rows(run)
+    >>> validate_scorers(run); extract_behaviour_vectors(run); choose_steering(run)
 """
 
 from __future__ import annotations
@@ -14,31 +18,39 @@ from dataclasses import dataclass, field
 import torch
 
 from ..behaviours import BehaviourSpec
+from ..behaviours.registry import EvalPrompt
 from ..behaviours.sentiment import load_heldout_text
-from ..evaluation.ab.scoring import generate_texts, with_coefficient
-from ..evaluation.open_ended.quality import (
-    KLReference,
-    QualityScores,
-    next_token_kl,
-    score_generations,
-)
+from ..evaluation.ab.scoring import generate_texts
+from ..evaluation.open_ended.quality import next_token_kl
 from ..evaluation.stats import mean_interval
 from ..extract import extract_vectors
 from ..io import read_jsonl, write_jsonl
 from ..pairs import format_chat
 from ..steering import SteeredModel
 from ..vectors import SteeringVectors
-from .measure import generate_condition, perplexity_rows, quality_rows, target_cosines
-from .select import best_layer, choose_best, heldout_separation
+from .behaviour_evaluate import (
+    answer_and_score,
+    bound_steered,
+    compare_conditions,
+    section_conditions,
+    summary_rows,
+)
+from .behaviour_scoring import SectionScorers, headline_axes, load_judge, validate_section
+from .behaviour_tuning import STEPS, VARIANTS, tune_variants
+from .measure import perplexity_rows, target_cosines
+from .select import best_layer, choose_best, heldout_separation, split_dev_test
 from .stages import StageRunner
-from .variants import DevSelection, load_variant, steered_rows, train_variant
+from .variants import load_variant, steered_rows
 
 __all__ = [
     "STEPS",
     "VARIANTS",
     "BehaviourRun",
-    "QualityScorer",
+    "SystemWording",
+    "section_prompts",
+    "validate_scorers",
     "choose_steering",
+    "choose_prompting",
     "diagnose",
     "evaluate_conditions",
     "extract_behaviour_vectors",
@@ -46,33 +58,29 @@ __all__ = [
     "write_steered_rows",
 ]
 
-#: The tuned variants and what each changes in the training settings.
-VARIANTS: dict[str, dict] = {
-    "token-sft": {"rep_weight": 0.0, "lm_weight": 1.0},
-    "rep-cosine": {"rep_target": "toward"},
-    "rep-steer": {"rep_target": "steer", "lm_weight": 0.0},
-}
 
-#: The field of BehaviourArguments holding each variant's training steps.
-STEPS = {"token-sft": "sft_steps", "rep-cosine": "cosine_steps", "rep-steer": "steer_steps"}
-
-
-class QualityScorer:
-    """Scores answers on the three axes with the frozen base model as the yardstick.
+@dataclass(frozen=True)
+class SystemWording:
+    """A prompting wording that is one system prompt (a behaviour's fixed ``instruction``).
 
     Example:
-        >>> scores = QualityScorer(spec, base, tok, distractors=3)(prompts, texts)
+        >>> SystemWording("configured", "Be warm.").format(tok, "Describe a bus.")
     """
 
-    def __init__(self, spec: BehaviourSpec, base, tok, distractors: int):
-        self.spec, self.base, self.tok, self.distractors = spec, base, tok, distractors
+    name: str
+    system: str
 
-    def __call__(self, prompts: Sequence[str], texts: Sequence[str]) -> QualityScores:
-        chat = [format_chat(self.tok, p) for p in prompts]
-        behaviour = self.spec.score(self.base, self.tok, texts, prompts)
-        return score_generations(
-            self.base, self.tok, chat, texts, behaviour, distractors=self.distractors
-        )
+    def format(self, tokenizer, prompt: str) -> str:
+        return format_chat(tokenizer, prompt, "", self.system)
+
+
+def section_prompts(spec: BehaviourSpec, dev_size: int, test_size: int):
+    """``(dev, test)`` :class:`EvalPrompt` lists: the behaviour's topic-disjoint splits when it
+    has them, else its evaluation prompts split in order (no hard negatives)."""
+    if spec.split_prompts is not None:
+        return spec.split_prompts("dev", dev_size), spec.split_prompts("test", test_size)
+    dev, test = split_dev_test(spec.eval_prompts(), dev_size, test_size)
+    return [EvalPrompt(p) for p in dev], [EvalPrompt(p) for p in test]
 
 
 @dataclass
@@ -93,17 +101,31 @@ class BehaviourRun:
     base: object
     tok: object
     settings: dict
-    dev: list[str] = field(default_factory=list)
-    test: list[str] = field(default_factory=list)
+    dev_items: list[EvalPrompt] = field(default_factory=list)
+    test_items: list[EvalPrompt] = field(default_factory=list)
     vecs: SteeringVectors | None = None
     layer: int | None = None
     coefficient: float | None = None
     train_rows: list[dict] = field(default_factory=list)
     trained: dict[str, dict] = field(default_factory=dict)
+    wording: object = None
+    scorers: SectionScorers | None = None
 
     def __post_init__(self):
         self.layout = self.stages.layout.section(self.name)
-        self.score = QualityScorer(self.spec, self.base, self.tok, self.bargs.distractors)
+        self.dev = [p.prompt for p in self.dev_items]
+        self.test = [p.prompt for p in self.test_items]
+        judge = load_judge(self.bargs.judge_model, self.base.config, self.bargs.judge_dtype)
+        hard = {p.prompt: list(p.hard_negatives) for p in self.dev_items + self.test_items}
+        self.scorers = SectionScorers.build(
+            self.spec,
+            self.base,
+            self.tok,
+            judge,
+            hard,
+            n_other_prompts=self.bargs.relevance_others,
+            answer_tokens=self.bargs.judge_answer_tokens,
+        )
 
     def steered(self, **kwargs) -> SteeredModel:
         """The base model steered at the chosen layer."""
@@ -128,6 +150,32 @@ def extract_behaviour_vectors(run: BehaviourRun) -> dict:
     return info
 
 
+def validate_scorers(run: BehaviourRun) -> list[dict]:
+    """Each scorer's agreement with its labelled set (a cheap stage, once per run); the axes
+    whose scorer agrees make the headline harmonic mean from here on."""
+    rows = run.stages.run(
+        f"{run.name}_scorers",
+        lambda: validate_section(run.scorers, run.spec),
+        run.settings | {"scorers": run.scorers.names()},
+    )
+    run.scorers.headline = headline_axes(rows)
+    run.settings = run.settings | {"headline": list(run.scorers.headline)}
+    return rows
+
+
+def _dev_axes(run: BehaviourRun, answers: list[str], repeats: int) -> list[dict]:
+    """Per block of ``len(run.dev)`` answers, each headline column's dev mean with its interval."""
+    columns = run.scorers.score(run.dev * repeats, answers)
+    n, rows = len(run.dev), []
+    for i in range(repeats):
+        row = {}
+        for axis in (*run.scorers.headline, "harmonic"):
+            m = mean_interval(columns[axis][i * n : (i + 1) * n])
+            row.update({axis: m.value, f"{axis}_low": m.low, f"{axis}_high": m.high})
+        rows.append(row)
+    return rows
+
+
 def _dev_sweep(run: BehaviourRun, layers: Sequence[int]) -> list[dict]:
     """Every coefficient of the grid on the dev prompts, one layer at a time; all coefficients
     of a layer are generated in shared batches (one coefficient per row) and scored together."""
@@ -144,25 +192,29 @@ def _dev_sweep(run: BehaviourRun, layers: Sequence[int]) -> list[dict]:
             max_new_tokens=run.bargs.new_tokens,
             batch_size=32,
         )
-        q = run.score(dev * len(coefs), texts)
-        n = len(dev)
-        for i, c in enumerate(coefs):
-            row = {"layer": layer, "coefficient": c, "coefficient_unit": "residual_norm"}
-            for axis in ("behaviour", "fluency", "relevance", "harmonic"):
-                m = mean_interval(getattr(q, axis)[i * n : (i + 1) * n])
-                row.update({axis: m.value, f"{axis}_low": m.low, f"{axis}_high": m.high})
-            rows.append(row)
+        for c, axes in zip(coefs, _dev_axes(run, texts, len(coefs))):
+            rows.append({"layer": layer, "coefficient": c, "coefficient_unit": "residual_norm"})
+            rows[-1].update(axes)
     return rows
 
 
 def choose_steering(run: BehaviourRun, best_layer_found: int) -> dict:
-    """Layer and coefficient with the best harmonic mean on the dev prompts (dev only)."""
+    """Layer and coefficient with the best dev harmonic mean (dev only); without
+    ``steer_layers`` the layer is the best held-out separation's, fixed before the sweep."""
     candidates = run.bargs.steer_layers or [best_layer_found]
 
     def choose():
         rows = _dev_sweep(run, candidates)
         best = choose_best(rows, lambda r: r["harmonic"], lambda r: abs(r["coefficient"]))
-        return {"rows": rows, "layer": best["layer"], "coefficient": best["coefficient"]}
+        return {
+            "rows": rows,
+            "layer": best["layer"],
+            "coefficient": best["coefficient"],
+            "layers": list(candidates),
+            "layer_source": "dev" if run.bargs.steer_layers else "held-out separation",
+            "coefficients": [float(c) for c in run.bargs.coefficients],
+            "dev_prompts": len(run.dev),
+        }
 
     chosen = run.stages.run(f"{run.name}_select", choose, run.settings | {"candidates": candidates})
     run.layer, run.coefficient = chosen["layer"], chosen["coefficient"]
@@ -170,11 +222,44 @@ def choose_steering(run: BehaviourRun, best_layer_found: int) -> dict:
     return chosen
 
 
-def write_steered_rows(run: BehaviourRun) -> list[str]:
-    """The steered model's answers: training rows, and its dev answers (the yardstick of the
-    checkpoint choice). Returns the dev answers."""
+def _wordings(run: BehaviourRun) -> dict:
+    """The prompting wordings to choose among: the configured instruction alone when the recipe
+    sets one, else the behaviour's candidates (or its single instruction)."""
+    spec, wanted = run.spec, run.bargs.instructions
+    if run.bargs.instruction or spec.instruction_candidates is None:
+        return {"configured": SystemWording("configured", spec.instruction)}
+    candidates = dict(spec.instruction_candidates())
+    unknown = sorted(set(wanted or []) - set(candidates))
+    if unknown:
+        raise ValueError(f"unknown instructions {unknown}: use some of {sorted(candidates)}")
+    return {k: v for k, v in candidates.items() if not wanted or k in wanted}
+
+
+def choose_prompting(run: BehaviourRun) -> dict:
+    """The prompting wording with the best dev harmonic mean (dev only)."""
+    wordings = _wordings(run)
+
+    def choose():
+        rows = []
+        for name, wording in wordings.items():
+            texts = [wording.format(run.tok, p) for p in run.dev]
+            answers = generate_texts(
+                run.base, run.tok, texts, max_new_tokens=run.bargs.new_tokens, batch_size=32
+            )
+            rows.append({"wording": name, **_dev_axes(run, answers, 1)[0]})
+        best = choose_best(rows, lambda r: r["harmonic"], lambda r: 0.0)
+        return {"rows": rows, "chosen": best["wording"], "dev_prompts": len(run.dev)}
+
+    chosen = run.stages.run(
+        f"{run.name}_prompting", choose, run.settings | {"wordings": list(wordings)}
+    )
+    run.wording = wordings[chosen["chosen"]]
+    return chosen
+
+
+def write_steered_rows(run: BehaviourRun) -> None:
+    """The steered model's answers to training prompts: the tuned variants' training rows."""
     rows_file = run.layout.data_file("steered_rows.jsonl")
-    dev_file = run.layout.data_file("steered_dev_answers.jsonl")
     steered, coef, bargs = run.steered(), run.coefficient, run.bargs
 
     def rows():
@@ -183,128 +268,78 @@ def write_steered_rows(run: BehaviourRun) -> list[str]:
             run.base, run.tok, prompts, steered, coef, max_new_tokens=bargs.row_tokens
         )
         write_jsonl(rows_file, written)
-        answers = generate_condition(
-            steered, run.tok, run.dev, coefficient=coef, new_tokens=bargs.new_tokens
-        )
-        write_jsonl(dev_file, [{"prompt": p, "answer": a} for p, a in zip(run.dev, answers)])
         return {"rows": len(written), "prompts": len(prompts)}
 
     run.stages.run(f"{run.name}_rows", rows, run.settings)
     run.train_rows = read_jsonl(rows_file)
-    return [r["answer"] for r in read_jsonl(dev_file)]
 
 
-def _variant_overrides(run: BehaviourRun, variant: str) -> dict:
-    """The training settings variant ``variant`` changes."""
-    bargs = run.bargs
-    overrides = dict(VARIANTS[variant])
-    if variant == "rep-cosine":
-        overrides["lm_weight"] = bargs.cosine_lm_weight
-    if variant == "rep-steer":
-        overrides.update(steer_coefficient=run.coefficient, coefficient_unit="residual_norm")
-    overrides.update(
-        rep_layers=[run.layer],
-        rep_positions="all",
-        learning_rate=bargs.tune_learning_rate,
-        max_steps=getattr(bargs, STEPS[variant]),
-        per_device_train_batch_size=bargs.tune_batch_size,
-        num_train_epochs=1.0,
-        save_strategy="no",
-    )
-    return overrides
+def tune_behaviour_variants(run: BehaviourRun) -> dict:
+    """Every variant's grid on dev, then its other seeds (see :mod:`.behaviour_tuning`)."""
+    return tune_variants(run)
 
 
-def tune_behaviour_variants(run: BehaviourRun, dev_answers: list[str]) -> dict:
-    """Train every variant on the steered rows; keep the checkpoint closest to the steered
-    model on the dev prompts (mean next-token KL along its dev answers)."""
-    dev_chat = [format_chat(run.tok, p) for p in run.dev]
-    bound = with_coefficient(run.steered(), torch.tensor(float(run.coefficient)))
-    reference = []
-
-    def dev_score(model) -> float:
-        """Closeness to the steered model on dev prompts (higher is closer)."""
-        if not reference:  # the steered model's side, computed once for every snapshot
-            reference.append(KLReference(bound, run.tok, dev_chat, dev_answers))
-        kl = reference[0].kl(model)
-        return -sum(kl) / len(kl)
-
-    for variant in run.bargs.variants:
-        overrides = _variant_overrides(run, variant)
-        run.trained[variant] = run.stages.run(
-            f"{run.name}_tune_{variant}",
-            lambda v=variant, o=overrides: train_variant(
-                run.margs,
-                run.targs,
-                run.vecs,
-                run.train_rows,
-                run.layout.model_dir(v),
-                select=DevSelection(dev_score, run.bargs.select_every),
-                **o,
-            ),
-            run.settings | {"train": run.targs.to_dict(), "variant": overrides},
-            main_process_only=False,
-        )
-    return run.trained
-
-
-def _kl_rows(bound, compared: dict, tok, chat, steered_texts) -> dict:
-    """Each model's mean next-token KL to the steered model along its test answers."""
+def _references(run: BehaviourRun, tuned: dict, steered_texts: list[str]) -> dict:
+    """KL to the steered model along its greedy test answers, perplexity and target cosines
+    (first seed of each variant)."""
+    base, tok, bargs, test = run.base, run.tok, run.bargs, run.test
+    bound = bound_steered(run)
+    chat = [format_chat(tok, p) for p in test]
     kl = {}
+    compared = {"base": base, **tuned}
     for cname, values in next_token_kl(bound, compared, tok, chat, steered_texts).items():
         m = mean_interval(values)
         kl[cname] = {"kl_to_steered": m.value, "kl_low": m.low, "kl_high": m.high}
-    return kl
+    models = {"base": (base, tok), "steered": (bound, tok)} | {
+        v: (m, tok) for v, m in tuned.items()
+    }
+    ppl = perplexity_rows(
+        models, load_heldout_text(), bargs.perplexity_window, bargs.perplexity_stride
+    )
+    probe = [{"prompt": p} for p in test]
+    cosines = {
+        c: target_cosines(m, tok, run.vecs, probe, [run.layer], "all")[run.layer]
+        for c, m in {"base": base, **tuned}.items()
+    }
+    return {"kl": kl, "perplexity": ppl, "cosines": cosines}
 
 
 def evaluate_conditions(run: BehaviourRun) -> dict:
-    """Every condition on the test prompts (test only): quality axes, KL to the steered model,
-    perplexity, target cosines and one example answer each."""
-    base, tok, bargs, test = run.base, run.tok, run.bargs, run.test
+    """Every condition on the test prompts (test only): score tables of every column, the
+    per-condition summary, the declared paired comparisons, KL to the steered model, perplexity,
+    target cosines and one example answer each."""
 
     def evaluate():
-        steered = run.steered()
-        conditions = {
-            "base": (base, None, None),
-            "prompting": (base, None, run.spec.instruction),
-            "steered": (steered, run.coefficient, None),
-        }
+        conditions = section_conditions(run)
+        names = list(conditions)
+        tables = answer_and_score(run, conditions)
+        metrics = ["harmonic", *run.scorers.headline]
+        stats = compare_conditions(
+            tables["scores"], names, metrics, n_resamples=run.bargs.bootstrap_resamples
+        )
         tuned = {
             v: load_variant(run.margs, run.layout.model_dir(v), merge=True)[0]
-            for v in bargs.variants
+            for v in run.bargs.variants
         }
-        conditions |= {v: (m, None, None) for v, m in tuned.items()}
-        texts = {
-            cname: generate_condition(
-                m, tok, test, coefficient=c, system=sys_prompt, new_tokens=bargs.new_tokens
-            )
-            for cname, (m, c, sys_prompt) in conditions.items()
-        }
-        scores = {cname: run.score(test, t) for cname, t in texts.items()}
-        bound = with_coefficient(steered, torch.tensor(float(run.coefficient)))
-        chat = [format_chat(tok, p) for p in test]
-        kl = _kl_rows(bound, {"base": base, **tuned}, tok, chat, texts["steered"])
-        ppl_models = {"base": (base, tok), "steered": (bound, tok)}
-        ppl_models |= {v: (m, tok) for v, m in tuned.items()}
-        ppl = perplexity_rows(
-            ppl_models, load_heldout_text(), bargs.perplexity_window, bargs.perplexity_stride
-        )
-        probe = [{"prompt": p} for p in test]
-        cosines = {
-            c: target_cosines(m, tok, run.vecs, probe, [run.layer], "all")[run.layer]
-            for c, (m, _, _) in conditions.items()
-            if c not in ("steered", "prompting")
-        }
-        examples = [{"condition": c, "prompt": test[0], "text": t[0]} for c, t in texts.items()]
+        examples = [
+            {"condition": c, "prompt": run.test[0], "text": a[0][0][0]}
+            for c, a in tables["answers"].items()
+        ]
         return {
-            "quality": quality_rows(scores),
-            "per_prompt": {c: s.rows() for c, s in scores.items()},
-            "kl": kl,
-            "perplexity": ppl,
-            "cosines": cosines,
+            "summary": summary_rows(tables["scores"], names),
+            **stats,
+            **_references(run, tuned, [a[0][0] for a in tables["answers"]["steered"]]),
+            **tables,
             "examples": examples,
+            "scorers": run.scorers.names(),
+            "headline": list(run.scorers.headline),
+            "independent_behaviour": run.scorers.independent_behaviour,
+            "conditions": {
+                c: {"kind": k.kind, "seeds": list(k.seeds)} for c, k in conditions.items()
+            },
         }
 
-    run.settings = run.settings | {"trained": run.trained, "test": len(test)}
+    run.settings = run.settings | {"trained": run.trained, "test": run.test}
     return run.stages.run(f"{run.name}_evaluate", evaluate, run.settings)
 
 
