@@ -83,7 +83,11 @@ def _perplexity_reading(rows: list[dict], limit: float) -> str:
 
 
 def honesty_report(results: dict, hargs, margs, stages) -> Report:
-    """The honesty sections of a run's report."""
+    """The honesty sections of a run's report (either paradigm)."""
+    if results.get("paradigm") == "context":
+        from .honesty_context import context_honesty_report
+
+        return context_honesty_report(results, hargs, margs, stages)
     layout = stages.layout
     report = Report("Representation tuning", model={"spec": margs.model}, dataset=hargs.claims)
     data = results["data"]

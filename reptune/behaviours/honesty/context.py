@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...evaluation.ab.answer_match import classify_answer, classify_letter
-from ...evaluation.batched import generate_texts
 from ...evaluation.ab.datasets import ABItem, format_choices
 from ...evaluation.ab.parsing import parse_answer
+from ...evaluation.batched import generate_texts
 from ...io import data_path, read_jsonl
 from ...pairs import ContrastivePair, format_chat
 from .claims import DISHONEST_PERSONA, HONEST_PERSONA, PAIRING_MODES
