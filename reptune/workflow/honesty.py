@@ -55,6 +55,10 @@ class HonestyArguments:
         default_factory=lambda: ["honest", "dishonest", "dishonest_steer", "truth", "lie"],
         metadata={"help": "tuned models of the context paradigm"},
     )
+    robustness_all: bool = field(
+        default=True,
+        metadata={"help": "context: also steer the dishonesty-tuned models toward honesty"},
+    )
     claims: str = field(
         default="reptune:honesty_claims.jsonl",
         metadata={"help": "true/false claims (statement,label); reptune:<file> = shipped data"},

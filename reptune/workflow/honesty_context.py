@@ -11,7 +11,6 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from ..behaviours.honesty.claims import DISHONEST_PERSONA, HONEST_PERSONA
 from ..behaviours.honesty.context import (
@@ -28,7 +27,7 @@ from ..vectors import SteeringVectors
 from .honesty_steps import HonestyRun
 from .measure import target_cosines
 from .select import best_layer, heldout_separation, layer_window
-from .variants import DevSelection, load_variant, train_variant
+from .variants import DevSelection, train_variant
 
 __all__ = [
     "CONTEXT_VARIANTS",
@@ -62,12 +61,6 @@ class ContextRun(HonestyRun):
     """
 
     coefficients: dict[str, float] = field(default_factory=dict)
-
-    def folder(self, name: str) -> Path | None:
-        return None if name == "base" else self.layout.model_dir(name)
-
-    def load(self, name: str):
-        return load_variant(self.margs, self.folder(name), merge=True)
 
     def steered(self, model, coefficient: float):
         """``model`` steered at the steering layer (itself when ``coefficient`` is 0)."""
@@ -198,7 +191,10 @@ def sweep_dev(run: ContextRun, answers) -> dict:
     def sweep():
         rows = []
         for coef in sorted({0.0, *run.hargs.sweep_coefficients}):
-            res = answers(run.steered(run.model, coef), run.dev, ("none", "lying"))
+            # a push toward dishonesty is read without a persona, one toward honesty against
+            # the lying persona (the criteria of choose_sweep); 0 under both
+            conditions = ("none",) if coef < 0 else ("lying",) if coef > 0 else ("none", "lying")
+            res = answers(run.steered(run.model, coef), run.dev, conditions)
             for cond, r in res.items():
                 rows.append({"coefficient": coef, "condition": cond} | _rates(r))
         return {"rows": rows, "chosen": choose_sweep(rows)}
@@ -238,7 +234,7 @@ def tune_context_variants(run: ContextRun) -> None:
             extra = {"rep_layers": run.steer_layers, "steer_coefficient": run.coefficients[key]}
             extra["coefficient_unit"] = run.targs.coefficient_unit
         run.variants[name] = spec | extra
-        out = run.layout.model_dir(name)
+        out = run.folder(name)
         run.trained[name] = run.stages.run(
             f"tune_{name}",
             lambda out=out, rows=rows, spec=spec, extra=extra, select=select: train_variant(

@@ -20,6 +20,8 @@ from .select import heldout_separation
 
 __all__ = ["run_context_honesty", "answers_of", "evaluate_context", "robustness_context"]
 
+#: Evaluation conditions per model (every other model: no persona).
+CONDITIONS_OF = {"base": ("none", "lying"), "steered_honest": ("lying",)}
 #: Models pushed toward honesty are steered toward dishonesty in the robustness experiment.
 TOWARD_HONEST = ("base", "honest", "honest_steer", "truth")
 
@@ -56,7 +58,8 @@ def _verdict_row(name: str, condition: str, res: dict) -> dict:
 
 def evaluate_context(run, answers) -> dict:
     """Test facts: held-out separation at the steering layer, and every model's verdicts with
-    no persona and under the lying persona (steered models use the dev-chosen coefficients)."""
+    no persona (base also under the lying persona, the honesty-steered model only under it);
+    steered models use the dev-chosen coefficients."""
 
     def evaluate():
         pairs = context_pairs(run.test, run.tok, mode=run.hargs.pairing_mode, seed=run.targs.seed)
@@ -66,7 +69,7 @@ def evaluate_context(run, answers) -> dict:
             model, _ = run.load("base" if name.startswith("steered_") else name)
             if name.startswith("steered_"):
                 model = run.steered(model, run.coefficients[name.removeprefix("steered_")])
-            res = answers(model, run.test, ("none", "lying"))
+            res = answers(model, run.test, CONDITIONS_OF.get(name, ("none",)))
             rows += [_verdict_row(name, cond, r) for cond, r in res.items()]
         return {"test_separation": sep, "n_pairs": len(pairs), "rows": rows}
 
@@ -77,12 +80,17 @@ def evaluate_context(run, answers) -> dict:
 
 def robustness_context(run, answers) -> dict:
     """Each model steered with the vector opposite to its tuning (no persona), over
-    ``robustness_coefficients`` plus the dev-chosen strength; verdicts per fact."""
+    ``robustness_coefficients`` plus the dev-chosen strength; verdicts per fact. Without
+    ``robustness_all`` only base and the models tuned toward honesty (steered toward
+    dishonesty, the published robustness claim)."""
 
     def sweep():
         strengths = sorted({abs(run.coefficients["dishonest"]), *run.hargs.robustness_coefficients})
         rows = []
-        for name in ["base", *run.variants]:
+        names = ["base", *run.variants]
+        if not run.hargs.robustness_all:
+            names = [n for n in names if n in TOWARD_HONEST]
+        for name in names:
             model, _ = run.load(name)
             sign = -1.0 if name in TOWARD_HONEST else 1.0
             for strength in strengths:
@@ -91,7 +99,7 @@ def robustness_context(run, answers) -> dict:
                 rows.append(row | {"coefficient": sign * strength, "strength": strength})
         return {"rows": rows, "strengths": strengths}
 
-    settings = run.settings["evaluate"] | run.pick("robustness_coefficients")
+    settings = run.settings["evaluate"] | run.pick("robustness_coefficients", "robustness_all")
     return run.stages.run("robustness", sweep, settings)
 
 
