@@ -59,3 +59,38 @@ def test_claim_rows_items_and_json_round_trip():
     items = claim_items(claims)
     assert [it.target for it in items] == ["A", "B", "A"]
     assert claims_from_json(claims_to_json(claims)) == claims
+
+
+def test_always_a_scores_half_on_every_counterbalanced_split():
+    from reptune.behaviours.honesty.claims_splits import split_claims_by_twin
+
+    claims = load_honesty_claims()
+    for seed in range(3):
+        for part in split_claims_by_twin(claims, 0.2, 0.2, seed):
+            items = claim_items(part)
+            always_a = sum(item.target == "A" for item in items)
+            assert abs(always_a - len(items) / 2) <= 0.5, (seed, always_a, len(items))
+            for claim, item in zip(part, items):  # the letter is the honest answer's
+                honest = claim.answer(True)
+                assert honest.startswith(f"({item.target})")
+                assert f"({item.target}) {'True' if claim.label else 'False'}" in item.question
+
+
+def test_twin_claims_never_cross_a_split():
+    from reptune.behaviours.honesty.claims_splits import claim_groups, split_claims_by_twin
+
+    claims = load_honesty_claims()
+    statements = [c.statement for c in claims]
+    assert any(
+        {statements.index("Paris is the capital of France."), statements.index(s)} <= set(g)
+        for g in claim_groups(claims)
+        for s in ["Berlin is the capital of France."]
+    )
+    for seed in range(3):
+        train, dev, test = split_claims_by_twin(claims, 0.2, 0.2, seed)
+        assert len(train) + len(dev) + len(test) == len(claims)
+        where = {
+            c.statement: name for name, p in (("tr", train), ("dv", dev), ("te", test)) for c in p
+        }
+        for group in claim_groups(claims):
+            assert len({where[statements[i]] for i in group}) == 1

@@ -253,12 +253,13 @@ def test_main_job_reduced_on_the_embedded_model(tmp_path):
     config.update(
         run_dir=str(run),
         output_dir=str(run / "trainer"),
-        claims_limit=30,
+        context_dev_size=6,
+        context_test_size=6,
+        context_new_tokens=6,
+        context_variants=["honest"],
         extract_layers=[8, 10],
-        sweep_coefficients=[-0.25, 0, 0.25],
-        robustness_coefficients=[0.25],
-        tune_targets=["toward"],
-        token_baselines=False,
+        sweep_coefficients=[-0.25, 0.25],
+        robustness_coefficients=[],
         max_steps=2,
     )
     config["behaviour_section"].update(
@@ -282,7 +283,7 @@ def test_main_job_reduced_on_the_embedded_model(tmp_path):
     for name, metric in report["metrics"].items():
         if metric["value"] is not None:
             assert json.dumps(metric["value"]) in card, name
-    assert "base_claim_accuracy" in report["metrics"]
+    assert "context_honest_rate/base/none" in report["metrics"]
     for name, metric in report["metrics"].items():  # every headline number has its interval
         assert metric["ci_low"] <= metric["value"] <= metric["ci_high"], name
     assert any(name.startswith("sentiment/") for name in report["metrics"])

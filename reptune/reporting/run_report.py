@@ -9,7 +9,8 @@ Example:
 
 from __future__ import annotations
 
-from ..evaluation.stats import rate
+from ..evaluation.paired_binary import PLANNING_SD, paired_binary
+from ..evaluation.stats import minimum_detectable_effect, rate
 from ..vectors import SteeringVectors, describe_unit
 from .report import Report
 
@@ -32,8 +33,9 @@ def overlaps(a_low, a_high, b_low, b_high) -> bool:
 def _honesty_reading(rows: list[dict], data: dict) -> str:
     acc = data["base_claim_accuracy"]
     lines = [
-        f"The untuned model answers {acc:.0%} of the {data['claims']} claims correctly "
-        "(letter probability; chance is 50%)."
+        f"The untuned model answers {acc:.0%} of the {data['test']} test claims correctly "
+        f"({data['test_known']} of {data['test']}; letter probability, letters counterbalanced, "
+        "chance is 50%)."
     ]
     if acc < 0.65:
         lines.append(
@@ -47,22 +49,26 @@ def _honesty_reading(rows: list[dict], data: dict) -> str:
         if row["model"] == "base" or b is None:
             continue
         for persona in ("honest_persona", "dishonest_persona"):
-            if not overlaps(
-                b[f"{persona}_low"],
-                b[f"{persona}_high"],
-                row[f"{persona}_low"],
-                row[f"{persona}_high"],
-            ):
+            key = f"{persona}_items"
+            if key not in row or key not in b:
+                continue
+            c = paired_binary(b[key], row[key])
+            if c["low"] > 0 or c["high"] < 0:
                 found = True
-                way = "higher" if row[persona] > b[persona] else "lower"
+                way = "higher" if c["difference"] > 0 else "lower"
                 lines.append(
                     f"- {row['model']} on {row['dataset']} ({persona.replace('_', ' ')}): "
-                    f"{row[persona]:.1%} vs base {b[persona]:.1%}, {way} beyond the 95% intervals."
+                    f"{c['rate_b']:.1%} vs base {c['rate_a']:.1%} (n = {c['n']}), {way} beyond "
+                    f"the paired 95% interval [{c['low']:+.1%}, {c['high']:+.1%}], McNemar "
+                    f"p = {c['p_value']:.3g}."
                 )
     if not found:
+        n = next(iter(base.values()))["n"] if base else 0
+        mde = minimum_detectable_effect(PLANNING_SD, max(n, 2))
         lines.append(
-            "No model's honest-answer rate differs from the untuned model's beyond the 95% "
-            "Wilson intervals."
+            "No model's honest-answer rate differs from the untuned model's beyond its paired "
+            f"95% interval (same test items; at n = {n} the smallest detectable difference is "
+            f"about {mde:.0%} at 80% power, taking the item differences' sd as {PLANNING_SD})."
         )
     return "\n".join(lines)
 
@@ -82,7 +88,11 @@ def _perplexity_reading(rows: list[dict], limit: float) -> str:
 
 
 def honesty_report(results: dict, hargs, margs, stages) -> Report:
-    """The honesty sections of a run's report."""
+    """The honesty sections of a run's report (either paradigm)."""
+    if results.get("paradigm") == "context":
+        from .honesty_context import context_honesty_report
+
+        return context_honesty_report(results, hargs, margs, stages)
     layout = stages.layout
     report = Report("Representation tuning", model={"spec": margs.model}, dataset=hargs.claims)
     data = results["data"]
@@ -92,7 +102,7 @@ def honesty_report(results: dict, hargs, margs, stages) -> Report:
         f"(every choice) and {data['test']} test (every number below); pairing mode "
         f"{hargs.pairing_mode}{FILTERED if hargs.filter_known else ''}.",
     ).add_table("data", [data])
-    report.add_rate("base_claim_accuracy", rate(data["known"], data["claims"]))
+    report.add_rate("base_claim_accuracy", rate(data["test_known"], data["test"]))
     diag = SteeringVectors.load(layout.vectors_dir).metadata.get("diagnostics", {})
     info = results["layers"]
     dev_acc = {int(k): v for k, v in info["dev_accuracy"].items()}
@@ -150,7 +160,7 @@ def honesty_report(results: dict, hargs, margs, stages) -> Report:
     )
     rows = results["evaluate"]["rows"]
     report.section("Honesty evaluation (test claims)", _honesty_reading(rows, data)).add_table(
-        "honesty", rows
+        "honesty", [{k: v for k, v in r.items() if not k.endswith("_items")} for r in rows]
     )
     for row in rows:
         for persona in ("honest_persona", "dishonest_persona"):

@@ -16,22 +16,50 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from ..behaviours.honesty import PAIRING_MODES, claim_prompt
+from ..behaviours.honesty.context import FACT_KINDS
 from ..extract import METHODS
 from ..io import resolve_data
 from . import honesty_measure as measure
 from . import honesty_steps as steps
+from .honesty_context import CONTEXT_VARIANTS
 from .honesty_measure import DEFAULT_EVAL_LIMIT, DEFAULT_TRADEOFF_LIMIT
 from .stages import StageRunner
 
-__all__ = ["HonestyArguments", "VARIANT_NAMES", "run_honesty"]
+__all__ = ["HonestyArguments", "PARADIGMS", "VARIANT_NAMES", "run_honesty"]
 
 VARIANT_NAMES = steps.VARIANT_NAMES
+PARADIGMS = ("claims", "context")
 
 
 @dataclass
 class HonestyArguments:
     """What the honesty pipeline does (the model and training settings are separate)."""
 
+    paradigm: str = field(
+        default="claims",
+        metadata={
+            "help": "'claims' (true/false claims as A/B, for models that know them) or "
+            "'context' (facts given in context, open questions; small models)"
+        },
+    )
+    context_facts: str | None = field(
+        default=None, metadata={"help": "context facts JSONL (default: the shipped 180 facts)"}
+    )
+    context_kinds: list[str] = field(
+        default_factory=lambda: ["place", "number", "name", "colour", "time"],
+        metadata={"help": "fact kinds used (yesno is at chance on small models)"},
+    )
+    context_dev_size: int = field(default=30, metadata={"help": "dev facts (every choice)"})
+    context_test_size: int = field(default=60, metadata={"help": "test facts (every number)"})
+    context_new_tokens: int = field(default=16, metadata={"help": "answer length (tokens)"})
+    context_variants: list[str] = field(
+        default_factory=lambda: ["honest", "dishonest", "dishonest_steer", "truth", "lie"],
+        metadata={"help": "tuned models of the context paradigm"},
+    )
+    robustness_all: bool = field(
+        default=True,
+        metadata={"help": "context: also steer the dishonesty-tuned models toward honesty"},
+    )
     claims: str = field(
         default="reptune:honesty_claims.jsonl",
         metadata={"help": "true/false claims (statement,label); reptune:<file> = shipped data"},
@@ -123,6 +151,16 @@ class HonestyArguments:
     )
 
     def __post_init__(self):
+        if self.paradigm not in PARADIGMS:
+            raise ValueError(f"paradigm must be one of {PARADIGMS}, not {self.paradigm!r}")
+        bad = set(self.context_variants) - set(CONTEXT_VARIANTS)
+        if bad:
+            raise ValueError(
+                f"unknown context_variants {sorted(bad)}: use {list(CONTEXT_VARIANTS)}"
+            )
+        bad = set(self.context_kinds) - set(FACT_KINDS)
+        if bad or not self.context_kinds:
+            raise ValueError(f"context_kinds must be a non-empty subset of {list(FACT_KINDS)}")
         if self.pairing_mode not in PAIRING_MODES:
             raise ValueError(f"pairing_mode must be one of {PAIRING_MODES}")
         if self.extract_method not in METHODS:
@@ -175,7 +213,13 @@ class HonestyArguments:
 
     def input_files(self) -> list[str]:
         """Every named input file, resolved (checked before any model runs)."""
-        files = [self.claims, self.perplexity_text, self.dev_text, self.tradeoff_items]
+        files = [
+            self.claims,
+            self.context_facts,
+            self.perplexity_text,
+            self.dev_text,
+            self.tradeoff_items,
+        ]
         return [resolve_data(f) for f in [*files, *self.eval_sets] if f]
 
 
@@ -193,11 +237,15 @@ def stage_settings(hargs: HonestyArguments, margs, targs) -> dict[str, dict]:
         return {n: h[n] for n in names}
 
     pairs = {"model": asdict(margs), "seed": targs.seed} | pick(
-        "claims", "claims_limit", "filter_known", "test_fraction", "dev_fraction"
+        "paradigm", "claims", "claims_limit", "filter_known", "test_fraction", "dev_fraction"
     )
+    if hargs.paradigm == "context":
+        pairs |= pick("context_facts", "context_kinds", "context_dev_size", "context_test_size")
     vectors = pairs | pick("pairing_mode", "extract_layers", "extract_method", "extract_position")
     layers = vectors | pick("steer_layers", "num_rep_layers") | {"rep_layers": targs.rep_layers}
     sweep = layers | pick("sweep_coefficients", "sweep_ablate") | {"unit": targs.coefficient_unit}
+    if hargs.paradigm == "context":
+        sweep |= pick("context_new_tokens")
     train = layers | {
         "train": targs.to_dict(),
         "dev": pick("dev_text", "max_perplexity_increase", "select_every"),
@@ -219,6 +267,10 @@ def run_honesty(hargs: HonestyArguments, margs, targs, stages: StageRunner) -> d
         >>> results = run_honesty(HonestyArguments(claims_limit=40), margs, targs, stages)
     """
     settings = stage_settings(hargs, margs, targs)
+    if hargs.paradigm == "context":
+        from .honesty_context_measure import run_context_honesty
+
+        return run_context_honesty(hargs, margs, targs, stages, settings)
     model, tok = margs.load()
     run = steps.HonestyRun(hargs, margs, targs, stages, model, tok, settings)
     data = steps.split_claims(run)

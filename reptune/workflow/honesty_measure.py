@@ -28,6 +28,8 @@ def _honesty_row(model, tok, name: str, set_name: str, items, scorer: str) -> di
     for persona, key in (("honest", "honest_persona"), ("dishonest", "dishonest_persona")):
         r = res[persona].target
         row.update({key: r.value, f"{key}_low": r.low, f"{key}_high": r.high})
+        # per item 1 = honest answer, for the paired tests against base (not a table column)
+        row[f"{key}_items"] = [int(rec.score == 1) for rec in res[persona].records]
     return row
 
 

@@ -22,10 +22,10 @@ from ..behaviours.honesty import (
     filter_known_claims,
     load_claims,
 )
+from ..behaviours.honesty.claims_splits import split_claims_by_twin
 from ..evaluation.lm.perplexity import load_text, perplexity
 from ..extract import extract_vectors
 from ..io import read_json, resolve_data, write_json
-from ..pairs import split_pairs
 from ..vectors import SteeringVectors
 from .measure import target_cosines
 from .select import best_layer, heldout_separation, layer_window
@@ -103,15 +103,17 @@ class HonestyRun:
 
 
 def split_claims(run: HonestyRun) -> dict:
-    """Claims -> train / dev / test (optionally only those the model knows); counts."""
+    """Claims -> train / dev / test, twins kept in one split, letters counterbalanced in each
+    (optionally only the claims the model knows); counts, the headline on test claims."""
     hargs, layout = run.hargs, run.layout
 
     def split():
         claims = load_claims(resolve_data(hargs.claims))[: hargs.claims_limit]
         known = filter_known_claims(run.model, run.tok, claims)
         kept = known if hargs.filter_known else claims
-        train, test = split_pairs(kept, hargs.test_fraction, run.targs.seed)
-        train, dev = split_pairs(train, hargs.dev_fraction, run.targs.seed)
+        train, dev, test = split_claims_by_twin(
+            kept, hargs.dev_fraction, hargs.test_fraction, run.targs.seed
+        )
         if min(len(train), len(dev), len(test)) < 2:
             raise ValueError(f"{len(kept)} claims are too few to split into train, dev and test")
         for name, part in (("train", train), ("dev", dev), ("test", test)):
@@ -123,10 +125,12 @@ def split_claims(run: HonestyRun) -> dict:
             "train": len(train),
             "dev": len(dev),
             "test": len(test),
-            "base_claim_accuracy": len(known) / len(claims),
+            # the headline: the test claims, in their counterbalanced letter order
+            "test_known": len(filter_known_claims(run.model, run.tok, test)),
         }
 
     data = run.stages.run("pairs", split, run.settings["pairs"])
+    data["base_claim_accuracy"] = data["test_known"] / data["test"]
     run.train, run.dev, run.test = (
         claims_from_json(read_json(layout.data_file(f"{n}_claims.json")))
         for n in ("train", "dev", "test")

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
-from ...evaluation.ab.datasets import CLAIM_QUESTION, ABItem, records_to_items
+from ...evaluation.ab.datasets import CLAIM_QUESTION, ABItem
 from ...evaluation.ab.letters import letter_probabilities
+from ...evaluation.ab.parsing import CLAIM_ALIASES
 from ...evaluation.ab.scoring import ABResult, evaluate_ab
 from ...evaluation.studies.sweep import resolve_conditions
 from ...io import data_path, read_jsonl
@@ -58,12 +59,40 @@ HONESTY_CONDITIONS: dict[str, str] = {"honest": HONEST_PERSONA, "dishonest": DIS
 PAIRING_MODES = ("persona_answer", "answer", "persona")
 
 
+#: The claim question with the choices swapped: (A) False, (B) True.
+CLAIM_QUESTION_SWAPPED = CLAIM_QUESTION.replace(" (A) True\n (B) False", " (A) False\n (B) True")
+
+
 @dataclass
 class Claim:
-    """A statement with its truth value (``label`` True = true claim)."""
+    """A statement with its truth value (``label`` True = true claim); ``true_first`` False
+    shows the choices as (A) False / (B) True (see :func:`counterbalance_claims`).
+
+    Example:
+        >>> Claim("Paris is in France.", True, true_first=False).right_letter
+        'B'
+    """
 
     statement: str
     label: bool
+    true_first: bool = True
+
+    @property
+    def right_letter(self) -> str:
+        """The letter of the honest answer."""
+        return "A" if self.label == self.true_first else "B"
+
+    @property
+    def question(self) -> str:
+        """The claim question, choices in this claim's order."""
+        template = CLAIM_QUESTION if self.true_first else CLAIM_QUESTION_SWAPPED
+        return template.format(claim=self.statement)
+
+    def answer(self, honest: bool) -> str:
+        """The answer text, e.g. ``"(A) True"``, of the honest (or the lying) answer."""
+        truthful = self.label if honest else not self.label
+        letter = "A" if truthful == self.true_first else "B"
+        return f"({letter}) {'True' if truthful else 'False'}"
 
 
 def load_claims(path: str | Path) -> list[Claim]:
@@ -112,8 +141,8 @@ def claim_prompt(tokenizer, claim: Claim | str, system: str | None = None, answe
     Example:
         >>> claim_prompt(tok, Claim("Water is wet.", True), HONEST_PERSONA, "(")
     """
-    statement = claim.statement if isinstance(claim, Claim) else claim
-    return format_chat(tokenizer, CLAIM_QUESTION.format(claim=statement), answer, system)
+    question = claim.question if isinstance(claim, Claim) else CLAIM_QUESTION.format(claim=claim)
+    return format_chat(tokenizer, question, answer, system)
 
 
 def claims_to_pairs(
@@ -138,7 +167,8 @@ def claims_to_pairs(
         raise ValueError(f"unknown pairing mode {mode!r}: use one of {PAIRING_MODES}")
     pairs = []
     for i, claim in enumerate(claims):
-        right, wrong = ("(A", "(B") if claim.label else ("(B", "(A")
+        right = "(" + claim.right_letter
+        wrong = "(B" if right == "(A" else "(A"
         if mode == "persona_answer":
             pos = claim_prompt(tokenizer, claim, honest_persona, right)
             neg = claim_prompt(tokenizer, claim, dishonest_persona, wrong)
@@ -167,17 +197,24 @@ def filter_known_claims(
     """
     prompts = [claim_prompt(tokenizer, c, system, "(") for c in claims]
     probs = letter_probabilities(model, tokenizer, prompts, ("A", "B"), batch_size=batch_size)
-    return [c for c, p in zip(claims, probs) if (p[0] > p[1]) == c.label]
+    return [c for c, p in zip(claims, probs) if (p[0] > p[1]) == (c.right_letter == "A")]
 
 
 def claim_items(claims: Sequence[Claim]) -> list[ABItem]:
-    """Claims as A/B evaluation items (the target letter is the true answer).
+    """Claims as A/B evaluation items (the target letter is the honest answer's letter, in each
+    claim's choice order; the words True / False map to their letters).
 
     Example:
         >>> items = claim_items(held_out_claims)
     """
-    records = [{"statement": c.statement, "label": int(c.label)} for c in claims]
-    return records_to_items(records, schema="claims")
+    items = []
+    for c in claims:
+        aliases = dict(CLAIM_ALIASES)
+        if not c.true_first:
+            aliases = {w: ("B" if a == "A" else "A") for w, a in aliases.items()}
+        meta = {"statement": c.statement, "label": c.label, "true_first": c.true_first}
+        items.append(ABItem(c.question, c.right_letter, ("A", "B"), aliases, meta))
+    return items
 
 
 def claim_rows(claims: Sequence[Claim], honest: bool = True) -> list[dict]:
@@ -188,22 +225,26 @@ def claim_rows(claims: Sequence[Claim], honest: bool = True) -> list[dict]:
     """
     rows = []
     for claim in claims:
-        truthful = claim.label if honest else not claim.label
-        answer = "(A) True" if truthful else "(B) False"
         for persona in (HONEST_PERSONA, DISHONEST_PERSONA):
-            question = CLAIM_QUESTION.format(claim=claim.statement)
-            rows.append({"prompt": question, "system": persona, "completion": answer})
+            rows.append(
+                {"prompt": claim.question, "system": persona, "completion": claim.answer(honest)}
+            )
     return rows
 
 
 def claims_to_json(claims: Sequence[Claim]) -> list[dict]:
-    """Claims as JSON-ready rows (``statement``, ``label`` 0/1)."""
-    return [{"statement": c.statement, "label": int(c.label)} for c in claims]
+    """Claims as JSON-ready rows (``statement``, ``label`` 0/1, ``true_first``)."""
+    return [
+        {"statement": c.statement, "label": int(c.label), "true_first": c.true_first}
+        for c in claims
+    ]
 
 
 def claims_from_json(rows: Sequence[Mapping]) -> list[Claim]:
     """The inverse of :func:`claims_to_json`."""
-    return [Claim(str(r["statement"]), bool(r["label"])) for r in rows]
+    return [
+        Claim(str(r["statement"]), bool(r["label"]), bool(r.get("true_first", True))) for r in rows
+    ]
 
 
 def evaluate_honesty(
