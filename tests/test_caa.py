@@ -166,3 +166,15 @@ def test_the_caa_section_runs_end_to_end(tmp_path):
         first = material["evaluated"]["per_prompt"][example["condition"]][0]
         assert example["prompt"] in wanted
         assert first["behaviour"] == by_hand(None, None, [example["text"]], [example["prompt"]])[0]
+
+
+def test_one_file_for_pairs_and_prompts_gives_disjoint_spec_sides(tmp_path):
+    path = write(tmp_path / "one.json", caa_rows("Q", 30))
+    spec = _bargs(path, path, dev_prompts=4, test_prompts=6, max_pairs=10).spec()
+    tok = make_tokenizer()
+    train, held = spec.pairs(tok, "train"), spec.pairs(tok, "test")
+    prompts = spec.eval_prompts()
+    assert (len(train), len(held), len(prompts)) == (8, 2, 10)
+    in_pairs = {q for q in (r["question"] for r in caa_rows("Q", 30)) if any(
+        q in p.positive for p in train + held)}  # fmt: skip
+    assert not in_pairs & set(prompts) and not set(spec.train_prompts()) & set(prompts)
