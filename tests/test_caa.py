@@ -47,7 +47,10 @@ def test_split_has_no_question_on_two_sides_and_ignores_row_order():
     train, held = questions(pairs, split.train), questions(pairs, split.held_out)
     evaluated = questions(evals, split.eval)
     assert not train & held and not train & evaluated and not held & evaluated
-    assert len(held) == round(27 * 0.2) and len(train) == 27 - len(held)
+    letter = {r["question"]: r["answer_matching_behavior"] for r in pairs}
+    for side in (train, held):  # as many (A)- as (B)-matching questions on each side
+        assert sorted(letter[q] for q in side).count("(A)") * 2 == len(side)
+    assert (len(train), len(held)) == (20, 6)  # 13 per letter are left; 3 of each held out
     assert len(split.eval) == len(evals)  # the eval file is taken whole
     shuffled = pairs[::-1]
     random.Random(1).shuffle(shuffled)
@@ -61,7 +64,7 @@ def test_one_file_for_pairs_and_prompts_is_split_three_ways():
     rows = caa_rows("Q", 40)
     split = split_caa_rows(rows, None, n_eval=10, max_pairs=20, heldout_fraction=0.25)
     sides = [questions(rows, s) for s in (split.train, split.held_out, split.eval)]
-    assert [len(s) for s in sides] == [15, 5, 10]
+    assert [len(s) for s in sides] == [16, 4, 10]
     assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
 
 
@@ -69,7 +72,10 @@ def test_one_file_for_pairs_and_prompts_is_split_three_ways():
     "kwargs, message",
     [
         ({"eval_rows": caa_rows("E", 2), "heldout_fraction": 0.2}, "leave no held-out pair"),
-        ({"eval_rows": caa_rows("E", 2), "max_pairs": 50}, "max_pairs=50 but only 2"),
+        (
+            {"eval_rows": caa_rows("E", 2), "max_pairs": 50},
+            "max_pairs=50 must be even and at most 2",
+        ),
         ({"eval_rows": None, "n_eval": 0}, "set dev_prompts and test_prompts"),
         ({"eval_rows": caa_rows("Q", 2)}, "leave no held-out pair"),  # every pair is an eval
     ],
@@ -113,18 +119,15 @@ def _bargs(pairs, evals, **kw):
 
 
 def test_heldout_separation_reads_held_out_pairs_only(tmp_path):
-    """Swapping the answers of the held-out pairs leaves the vectors as they were and turns the
-    held-out separation s into 1 - s."""
+    """Giving the held-out pairs a negative equal to their positive (same question, same letter,
+    so the same split) leaves the vectors as they were and every held-out gap at exactly 0, so
+    the separation (the share of gaps above 0) is 0 on every layer: no training pair is read."""
     rows = caa_rows("Q", 20)
     evals = write(tmp_path / "eval.json", caa_rows("E", 5))
     split = split_caa_rows(rows, caa_rows("E", 5), heldout_fraction=0.2)
     poisoned = [dict(r) for r in rows]
     for i in split.held_out:
-        r = poisoned[i]
-        r["answer_matching_behavior"], r["answer_not_matching_behavior"] = (
-            r["answer_not_matching_behavior"],
-            r["answer_matching_behavior"],
-        )
+        poisoned[i]["answer_not_matching_behavior"] = poisoned[i]["answer_matching_behavior"]
     model, tok = make_model(seed=0), make_tokenizer()
     results = {}
     for name, data in (("clean", rows), ("poisoned", poisoned)):
@@ -138,7 +141,7 @@ def test_heldout_separation_reads_held_out_pairs_only(tmp_path):
     assert clean["pairs"] == bad["pairs"] == [16, 4]
     for layer in (1, 2):
         assert torch.equal(clean_vecs[layer], bad_vecs[layer])
-        assert bad["heldout"][layer] == pytest.approx(1 - clean["heldout"][layer])
+        assert bad["heldout"][layer] == 0.0
 
 
 def test_the_caa_section_runs_end_to_end(tmp_path):

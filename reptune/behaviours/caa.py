@@ -8,9 +8,11 @@ Any file of the CAA format (``question``, ``answer_matching_behavior``,
 The rows are split by their question text, in an order fixed by a seeded hash (the same split
 whatever the file's row order): the eval prompts come first (the whole ``eval_items`` file, or,
 when it is the pairs file itself, ``dev_prompts + test_prompts`` of its questions), then the
-pair rows (every remaining question, or the first ``max_pairs``), of which ``heldout_fraction``
-are held out. Vectors come from the training pairs only; the held-out separation is measured on
-the held-out pairs only. No question is on two sides.
+pair rows (as many (A)- as (B)-matching questions: all a balance allows, or ``max_pairs``), of
+which ``heldout_fraction`` of each letter are held out. Vectors come from the training pairs
+only; the held-out separation is measured on the held-out pairs only. No question is on two
+sides. The balance matters: the pairs differ in their last token, the letter, so an unbalanced
+mean difference carries the letter's own direction, and an unbalanced held-out set scores it.
 
 Example:
     >>> from reptune.behaviours import get_behaviour
@@ -70,7 +72,8 @@ def split_caa_rows(
 
     ``eval_rows=None`` means the eval prompts come from ``pair_rows`` too: the first ``n_eval``
     questions in seeded-hash order. Pair questions that are also eval questions are dropped from
-    the pairs (with a warning). Rows sharing a question stay on one side. A side left empty, or
+    the pairs (with a warning). Training and held-out pairs each hold as many (A)- as
+    (B)-matching questions. Rows sharing a question stay on one side. A side left empty, or
     a count the rows cannot fill, is an error naming the fix; nothing shrinks silently.
 
     Example:
@@ -100,27 +103,49 @@ def split_caa_rows(
                 len(overlap),
             )
             order = [q for q in order if q not in eval_questions]
-    if max_pairs is not None:
-        if max_pairs > len(order):
-            raise ValueError(
-                f"max_pairs={max_pairs} but only {len(order)} pair questions are left after the "
-                "eval prompts: lower max_pairs or add data"
-            )
-        order = order[:max_pairs]
-    n_held = int(round(len(order) * heldout_fraction))
-    if n_held == 0 or n_held == len(order):
-        side = "held-out" if n_held == 0 else "training"
-        raise ValueError(
-            f"{len(order)} pair questions with heldout_fraction={heldout_fraction} leave no "
-            f"{side} pair: add pairs, raise max_pairs or change the fraction"
-        )
-    held = set(order[:n_held])
-    kept = set(order)
+    held, kept = _balanced_sides(pair_rows, order, max_pairs, heldout_fraction)
     return CaaSplit(
         train=[i for i, r in enumerate(pair_rows) if r["question"] in kept - held],
         held_out=[i for i, r in enumerate(pair_rows) if r["question"] in held],
         eval=eval_index,
     )
+
+
+def _balanced_sides(
+    pair_rows: Sequence[dict], order: list[str], max_pairs: int | None, fraction: float
+) -> tuple[set[str], set[str]]:
+    """(held-out questions, kept questions), each with as many A-matching as B-matching
+    questions, taken in ``order``: a mean difference at the letter then cancels the letter's
+    own direction, and a vector of the letter alone separates held-out pairs at exactly 0.5."""
+    letter: dict[str, str] = {}
+    for i, row in enumerate(pair_rows):
+        found = row["answer_matching_behavior"].strip(" ()")
+        if found not in LETTERS:
+            raise ValueError(f"pairs row {i}: answer_matching_behavior {found!r} is not (A) or (B)")
+        letter.setdefault(row["question"], found)
+    groups = [[q for q in order if letter[q] == x] for x in LETTERS]
+    n_each = min(len(g) for g in groups)
+    if max_pairs is not None:
+        if max_pairs % 2 or max_pairs // 2 > n_each:
+            raise ValueError(
+                f"max_pairs={max_pairs} must be even and at most {2 * n_each} (the questions "
+                "left after the eval prompts, as many matching (A) as (B)): change max_pairs"
+            )
+        n_each = max_pairs // 2
+    n_held = int(round(n_each * fraction))
+    if n_held == 0 or n_held == n_each:
+        side = "held-out" if n_held == 0 else "training"
+        raise ValueError(
+            f"{n_each} pair questions per letter with heldout_fraction={fraction} leave no "
+            f"{side} pair: add pairs, raise max_pairs or change the fraction"
+        )
+    if any(len(g) > n_each for g in groups) and max_pairs is None:
+        logger.warning(
+            "%d pair questions are left out so that as many match (A) as (B)",
+            sum(len(g) - n_each for g in groups),
+        )
+    held = {q for g in groups for q in g[:n_held]}
+    return held, {q for g in groups for q in g[:n_each]}
 
 
 def matching_letter_score(wanted: dict[str, str]):
