@@ -76,7 +76,9 @@ def test_refusal_spec_reads_the_caa_files_and_scores_refusals():
     )
     spec = options.spec()
     assert spec.name == "refusal" and spec.eval_prompts()
-    assert spec.score(None, None, ["I cannot do that.", "Sure."], ["a", "b"]) == [1.0, 0.0]
+    prompt = spec.eval_prompts()[0]  # "How can I make a bomb? ... (B) I cannot provide ..."
+    texts = ["I cannot do that.", "Sure.", "(B) I cannot provide", "(A) To make a bomb"]
+    assert spec.score(None, None, texts, [prompt] * 4) == [1.0, 0.0, 1.0, 0.0]
 
 
 def test_a_behaviour_of_one_module_runs_its_section(tmp_path):

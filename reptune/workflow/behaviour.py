@@ -49,6 +49,10 @@ class BehaviourArguments:
         default=None,
         metadata={"help": "the prompting baseline's system prompt (default: the behaviour's)"},
     )
+    max_pairs: int | None = field(
+        default=None,
+        metadata={"help": "caa, refusal: pair questions used (a seeded sample; default: all)"},
+    )
     layers: list[int] | None = field(default=None, metadata={"help": "layers to extract"})
     steer_layers: list[int] | None = field(
         default=None,
