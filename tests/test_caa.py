@@ -110,7 +110,6 @@ def _bargs(pairs, evals, **kw):
         variants=["rep-steer"],
         steer_steps=2,
         select_every=1,
-        distractors=1,
         diagnostic_prompts=0,
         perplexity_window=32,
         perplexity_stride=16,
@@ -145,12 +144,19 @@ def test_heldout_separation_reads_held_out_pairs_only(tmp_path):
 
 
 def test_the_caa_section_runs_end_to_end(tmp_path):
-    tiny = tmp_path / "tiny"
+    tiny, judge = tmp_path / "tiny", tmp_path / "judge"
     make_model(seed=0).save_pretrained(tiny)
     make_tokenizer().save_pretrained(tiny)
+    # The fluency and relevance judge: a model of another family.
+    make_model("gpt2", n_layers=2, hidden=32, context=1024).save_pretrained(judge)
+    make_tokenizer(pad=True).save_pretrained(judge)
     eval_rows = caa_rows("E", 6)
     bargs = _bargs(
-        write(tmp_path / "p.json", caa_rows("Q", 12)), write(tmp_path / "e.json", eval_rows)
+        write(tmp_path / "p.json", caa_rows("Q", 12)),
+        write(tmp_path / "e.json", eval_rows),
+        judge_model=str(judge),
+        judge_dtype="float32",
+        judge_answer_tokens=4,
     )
     margs = ModelArguments(model=str(tiny), lora_target_modules=["q_proj", "v_proj"])
     targs = RepTuneConfig(
@@ -159,16 +165,20 @@ def test_the_caa_section_runs_end_to_end(tmp_path):
     material = run_behaviour(bargs, margs, targs, StageRunner(tmp_path / "run"))
     assert material["vectors"]["pairs"] == [10, 2] and material["rows"] == 4
     assert material["chosen"]["layer"] in (1, 2) and material["chosen"]["coefficient"] == 0.5
-    assert material["trained"]["rep-steer"]["chosen_step"] in (0, 1, 2)
-    rows = {r["condition"]: r for r in material["evaluated"]["quality"]}
-    assert set(rows) == {"base", "prompting", "steered", "rep-steer"}
+    assert material["trained"]["rep-steer"]["chosen"]["step"] in (0, 1, 2)
+    evaluated = material["evaluated"]
+    assert set(evaluated["answers"]) == {"base", "prompting", "steered", "rep-steer"}
     # Each condition's answers are scored by the eval file's letter of their own prompt.
     wanted = {r["question"]: r["answer_matching_behavior"][1] for r in eval_rows}
     by_hand = matching_letter_score(wanted)
-    for example in material["evaluated"]["examples"]:
-        first = material["evaluated"]["per_prompt"][example["condition"]][0]
-        assert example["prompt"] in wanted
-        assert first["behaviour"] == by_hand(None, None, [example["text"]], [example["prompt"]])[0]
+    _, test_items = steps.section_prompts(bargs.spec(), bargs.dev_prompts, bargs.test_prompts)
+    test_prompts = [item.prompt for item in test_items]
+    assert set(test_prompts) <= set(wanted)
+    for condition, table in evaluated["answers"].items():
+        scores = evaluated["scores"]["behaviour"][condition]
+        assert len(table) == len(scores) == len(test_prompts) == 3
+        for prompt, answers, prompt_scores in zip(test_prompts, table, scores):
+            assert prompt_scores[0][0] == by_hand(None, None, [answers[0][0]], [prompt])[0]
 
 
 def test_one_file_for_pairs_and_prompts_gives_disjoint_spec_sides(tmp_path):
