@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from ..behaviours import BehaviourSpec, behaviour_names, get_behaviour, required_options
+from . import behaviour_objectives as objectives
+from . import behaviour_robustness as robustness
 from . import behaviour_steps as steps
 from .select import split_dev_test
 from .stages import StageRunner
@@ -66,12 +68,37 @@ class BehaviourArguments:
     )
     row_tokens: int = field(default=32, metadata={"help": "tokens of each self-generated row"})
     variants: list[str] = field(
-        default_factory=lambda: list(VARIANTS),
+        default_factory=lambda: ["token-sft", "rep-cosine", "rep-steer"],
         metadata={"help": f"tuned variants to train: {list(VARIANTS)}"},
     )
     sft_steps: int = field(default=40, metadata={"help": "training steps of token-sft"})
     cosine_steps: int = field(default=40, metadata={"help": "training steps of rep-cosine"})
     steer_steps: int = field(default=40, metadata={"help": "training steps of rep-steer"})
+    prompt_steps: int = field(
+        default=40, metadata={"help": "training steps of rep-prompt and rep-prompt+steer"}
+    )
+    learned_objectives: list[str] = field(
+        default_factory=list,
+        metadata={"help": "learned vectors at the steered layer: 'lm', 'preference' ([] = off)"},
+    )
+    learned_steps: int = field(default=40, metadata={"help": "steps of each learned vector"})
+    learned_learning_rate: float = field(
+        default=1e-2, metadata={"help": "learning rate of the learned vectors"}
+    )
+    robustness_multiples: list[float] = field(
+        default_factory=list,
+        metadata={
+            "help": "attack strengths as multiples of the chosen coefficient; every condition "
+            "is steered against its behaviour at each ([] = off)"
+        },
+    )
+    robustness_prompts: int | None = field(
+        default=None, metadata={"help": "test prompts of the robustness study (None = all)"}
+    )
+    robustness_second_layer: bool = field(
+        default=True,
+        metadata={"help": "the stronger attack: the vector at the next best layer as well"},
+    )
     tune_learning_rate: float = field(
         default=2e-3, metadata={"help": "learning rate of the variants"}
     )
@@ -105,6 +132,13 @@ class BehaviourArguments:
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown:
             raise ValueError(f"unknown variants {unknown}: use {list(VARIANTS)}")
+        bad = [o for o in self.learned_objectives if o not in objectives.LEARNED.values()]
+        if bad:
+            raise ValueError(f"unknown learned_objectives {bad}: use 'lm' and/or 'preference'")
+        if any(m <= 0 for m in self.robustness_multiples):
+            raise ValueError(
+                f"robustness_multiples must be positive, got {self.robustness_multiples}"
+            )
         if not self.coefficients:
             raise ValueError("coefficients is empty: give the dev grid of steering coefficients")
         missing = [n for n in required_options(self.behaviour) if not getattr(self, n)]
@@ -134,8 +168,23 @@ def run_behaviour(bargs: BehaviourArguments, margs, targs, stages: StageRunner, 
     info = steps.extract_behaviour_vectors(run)
     chosen = steps.choose_steering(run, info["best_layer"])
     dev_answers = steps.write_steered_rows(run)
+    if set(bargs.variants) & set(objectives.PROMPT_VARIANTS):
+        objectives.write_prompted_rows(run)
     steps.tune_behaviour_variants(run, dev_answers)
-    evaluated = steps.evaluate_conditions(run)
+    learned, choices, matched = {}, {}, None
+    if bargs.learned_objectives:
+        learned = objectives.learn_behaviour_vectors(run)
+        choices = objectives.choose_learned_coefficients(run, learned)
+        run.settings = run.settings | {"learned_choices": choices}
+    extra = objectives.learned_conditions(run, learned, choices)
+    evaluated = steps.evaluate_conditions(run, extra)
+    if learned:  # test prompts: after every dev choice
+        matched = objectives.compare_at_matched_fluency(run, learned, choices)
+    robust = None
+    if bargs.robustness_multiples:
+        score = lambda p, a: spec.score(base, tok, a, p)  # noqa: E731 - the behaviour axis
+        chosen_learned = {n: (v, choices[n]["coefficient"]) for n, v in learned.items()}
+        robust = robustness.run_robustness(run, score, chosen_learned, info["heldout"])
     diagnosed = steps.diagnose(run) if bargs.diagnostic_prompts else None
     return {
         "diagnostics": diagnosed,
@@ -145,6 +194,9 @@ def run_behaviour(bargs: BehaviourArguments, margs, targs, stages: StageRunner, 
         "chosen": chosen,
         "trained": run.trained,
         "evaluated": evaluated,
+        "learned_choices": choices,
+        "learned_matched": matched,
+        "robustness": robust,
         "dev": len(run.dev),
         "test": len(run.test),
         "rows": len(run.train_rows),

@@ -28,6 +28,7 @@ from ..io import read_jsonl, write_jsonl
 from ..pairs import format_chat
 from ..steering import SteeredModel
 from ..vectors import SteeringVectors
+from . import behaviour_objectives as objectives
 from .measure import generate_condition, perplexity_rows, quality_rows, target_cosines
 from .select import best_layer, choose_best, heldout_separation
 from .stages import StageRunner
@@ -51,10 +52,12 @@ VARIANTS: dict[str, dict] = {
     "token-sft": {"rep_weight": 0.0, "lm_weight": 1.0},
     "rep-cosine": {"rep_target": "toward"},
     "rep-steer": {"rep_target": "steer", "lm_weight": 0.0},
+    **objectives.PROMPT_VARIANTS,
 }
 
 #: The field of BehaviourArguments holding each variant's training steps.
 STEPS = {"token-sft": "sft_steps", "rep-cosine": "cosine_steps", "rep-steer": "steer_steps"}
+STEPS |= dict.fromkeys(objectives.PROMPT_VARIANTS, "prompt_steps")
 
 
 class QualityScorer:
@@ -99,6 +102,7 @@ class BehaviourRun:
     layer: int | None = None
     coefficient: float | None = None
     train_rows: list[dict] = field(default_factory=list)
+    prompted_rows: list[dict] = field(default_factory=list)
     trained: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -197,7 +201,7 @@ def write_steered_rows(run: BehaviourRun) -> list[str]:
 def _variant_overrides(run: BehaviourRun, variant: str) -> dict:
     """The training settings variant ``variant`` changes."""
     bargs = run.bargs
-    overrides = dict(VARIANTS[variant])
+    overrides = dict(VARIANTS[variant]) | objectives.objective_overrides(run, variant)
     if variant == "rep-cosine":
         overrides["lm_weight"] = bargs.cosine_lm_weight
     if variant == "rep-steer":
@@ -236,9 +240,12 @@ def tune_behaviour_variants(run: BehaviourRun, dev_answers: list[str]) -> dict:
                 run.margs,
                 run.targs,
                 run.vecs,
-                run.train_rows,
+                objectives.variant_rows(run, v),
                 run.layout.model_dir(v),
-                select=DevSelection(dev_score, run.bargs.select_every),
+                # the prompt variants imitate the prompted model: their last step is kept
+                select=None
+                if v in objectives.PROMPT_VARIANTS
+                else DevSelection(dev_score, run.bargs.select_every),
                 **o,
             ),
             run.settings | {"train": run.targs.to_dict(), "variant": overrides},
@@ -256,7 +263,7 @@ def _kl_rows(bound, compared: dict, tok, chat, steered_texts) -> dict:
     return kl
 
 
-def evaluate_conditions(run: BehaviourRun) -> dict:
+def evaluate_conditions(run: BehaviourRun, extra: dict | None = None) -> dict:
     """Every condition on the test prompts (test only): quality axes, KL to the steered model,
     perplexity, target cosines and one example answer each."""
     base, tok, bargs, test = run.base, run.tok, run.bargs, run.test
@@ -272,7 +279,7 @@ def evaluate_conditions(run: BehaviourRun) -> dict:
             v: load_variant(run.margs, run.layout.model_dir(v), merge=True)[0]
             for v in bargs.variants
         }
-        conditions |= {v: (m, None, None) for v, m in tuned.items()}
+        conditions |= {v: (m, None, None) for v, m in tuned.items()} | (extra or {})
         texts = {
             cname: generate_condition(
                 m, tok, test, coefficient=c, system=sys_prompt, new_tokens=bargs.new_tokens
@@ -292,7 +299,7 @@ def evaluate_conditions(run: BehaviourRun) -> dict:
         cosines = {
             c: target_cosines(m, tok, run.vecs, probe, [run.layer], "all")[run.layer]
             for c, (m, _, _) in conditions.items()
-            if c not in ("steered", "prompting")
+            if c not in ("steered", "prompting", *(extra or {}))
         }
         examples = [{"condition": c, "prompt": test[0], "text": t[0]} for c, t in texts.items()]
         return {
