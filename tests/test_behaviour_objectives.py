@@ -14,7 +14,11 @@ from conftest import make_model, make_tokenizer
 
 from reptune.extract import measure_residual_norms
 from reptune.io import read_jsonl
-from reptune.reporting.robustness_view import robustness_section
+from reptune.reporting import Report
+from reptune.reporting.objectives_view import prompt_target_rows
+from reptune.reporting.robustness_view import plot_behaviour_robustness, robustness_table_rows
+from reptune.reporting.run_report import add_behaviour_section
+from reptune.reporting.tables import markdown_table
 from reptune.steering import SteeredModel
 from reptune.training import RepTuneConfig
 from reptune.vectors import SteeringVectors
@@ -90,11 +94,8 @@ def test_robustness_study_attacks_each_condition_as_described(tmp_path):
     for record in study["scores"]:  # every score is the stub's count on the recorded answer
         assert record["scores"] == _a_share(prompts, record["answers"])
     rows = robustness_rows(study["scores"], "base", n_resamples=199)
-    section = robustness_section(
-        {"rows": rows, "attacks": ["vector"], "strengths": [a], "prompts": 3}, tmp_path
-    )
-    assert (tmp_path / "behaviour_robustness.png").is_file()
-    assert "| steered | vector | 0.5 |" in section["markdown"]
+    assert plot_behaviour_robustness(rows, tmp_path / "robustness.png").is_file()
+    assert "| steered | vector | 0.5 |" in markdown_table(robustness_table_rows(rows))
     with pytest.raises(ValueError, match="strengths"):
         robustness_study(conditions, "base", tok, prompts, attacks, [-a], _a_share)
 
@@ -152,6 +153,18 @@ def test_new_conditions_run_end_to_end_and_resume(tmp_path, monkeypatch):
     names = {r["condition"] for r in robust["rows"]}
     assert names == {"prompting", "steered", "rep-prompt", "learned-lm", "learned-pref"}
     assert set(robust["attacks"]) == {"vector", "two-layer"} and robust["prompts"] == 3
+    # The report: the prompt-target share is the hand ratio of mean shifts over base.
+    report = Report("t")
+    add_behaviour_section(report, material)
+    titles = {sec.title for sec in report.sections}
+    assert {"toy: robustness", "toy: learned vectors at matched fluency"} <= titles
+    per = {
+        c: np.mean([r["behaviour"] for r in rows])
+        for c, rows in material["evaluated"]["per_prompt"].items()
+    }
+    share = prompt_target_rows(material["evaluated"]["per_prompt"], ["rep-prompt"])[0]["share"]
+    hand = (per["rep-prompt"] - per["base"]) / (per["prompting"] - per["base"])
+    assert share == pytest.approx(hand, nan_ok=True)
     # Resume: a second run reads every stage back and writes no row again.
     monkeypatch.setattr(objectives, "prompted_rows", lambda *a, **k: pytest.fail("rewritten"))
     monkeypatch.setattr(objectives, "learn_vectors", lambda *a, **k: pytest.fail("relearned"))

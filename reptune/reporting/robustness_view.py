@@ -1,8 +1,8 @@
-"""The robustness study of a behaviour section as a table, a figure and a Markdown section.
+"""The robustness study of a behaviour section as table rows and a figure.
 
 Example:
-    >>> section = robustness_section(result, "runs/x/behaviour/report")
-    >>> print(section["markdown"])
+    >>> print(markdown_table(robustness_table_rows(result["rows"])))
+    >>> plot_behaviour_robustness(result["rows"], "report/robustness.png")
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from ..plotting import save_figure
-from .tables import markdown_table
 
-__all__ = ["plot_behaviour_robustness", "robustness_section", "robustness_table_rows"]
+__all__ = ["plot_behaviour_robustness", "robustness_table_rows"]
 
 
 def _interval(d: Mapping, key: str = "difference", scale: float = 1.0) -> str:
@@ -81,24 +80,3 @@ def plot_behaviour_robustness(rows: Sequence[Mapping], path: str | Path) -> Path
     ax.set_title("Steered against the behaviour")
     ax.legend(fontsize=8)
     return save_figure(fig, path)
-
-
-def robustness_section(result: Mapping, report_dir: str | Path) -> dict:
-    """The robustness table (Markdown) and its figure, from the stage result of
-    :func:`~reptune.workflow.behaviour_robustness.run_robustness`.
-
-    Example:
-        >>> robustness_section(result, layout.report_dir)["figure"]
-    """
-    rows = result["rows"]
-    figure = plot_behaviour_robustness(rows, Path(report_dir) / "behaviour_robustness.png")
-    attacks = ", ".join(result["attacks"])
-    strengths = ", ".join(f"{a:g}" for a in result["strengths"])
-    text = (
-        f"Every condition steered against its behaviour on {result['prompts']} test prompts "
-        f"(attacks: {attacks}; strengths {strengths} in residual-norm units). Kept share: "
-        "(attacked - base) / (unattacked - base); 95% paired bootstrap intervals over prompts.\n\n"
-        + markdown_table(robustness_table_rows(rows))
-        + f"\n\n![robustness]({figure.name})\n"
-    )
-    return {"title": "Robustness", "markdown": text, "figure": str(figure)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..evaluation.stats import rate
 from ..vectors import SteeringVectors, describe_unit
+from .objectives_view import add_objective_sections
 from .plots import plot_conditions, plot_sweep
 from .report import Report
 
@@ -291,6 +292,7 @@ def add_behaviour_section(report: Report, res: dict) -> None:
         for axis in ("behaviour", "fluency", "relevance", "harmonic"):
             report.add_row_metric(f"{name}/{axis}/{cond}", row, axis, n=row["n"])
     add_diagnostics(report, res)
+    add_objective_sections(report, res)
     for row in ev["perplexity"]:
         report.add_row_metric(
             f"{name}/perplexity/{row['model']}", row, "perplexity", n=row["windows"]
