@@ -69,6 +69,8 @@ TINY_SECTION = {
     "sft_steps": 2,
     "cosine_steps": 2,
     "steer_steps": 2,
+    "prompt_steps": 2,
+    "variants": ["token-sft", "rep-cosine", "rep-steer", "rep-prompt"],
     "select_every": 1,
     "perplexity_window": 32,
     "perplexity_stride": 16,
