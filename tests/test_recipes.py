@@ -69,6 +69,8 @@ TINY_SECTION = {
     "sft_steps": 2,
     "cosine_steps": 2,
     "steer_steps": 2,
+    "prompt_steps": 2,
+    "variants": ["token-sft", "rep-cosine", "rep-steer", "rep-prompt"],
     "select_every": 1,
     "perplexity_window": 32,
     "perplexity_stride": 16,
@@ -273,6 +275,9 @@ def test_main_job_reduced_on_the_embedded_model(tmp_path):
         sft_steps=2,
         cosine_steps=2,
         steer_steps=2,
+        prompt_steps=2,
+        learned_steps=2,
+        robustness_prompts=2,
         select_every=1,
     )
     reduced = tmp_path / "reduced.yaml"

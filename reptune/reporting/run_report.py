@@ -204,10 +204,13 @@ def honesty_report(results: dict, hargs, margs, stages) -> Report:
 
 
 def add_behaviour_section(report: Report, res: dict) -> None:
-    """The behaviour section (:mod:`.behaviour_report`) and its diagnostics, when they ran."""
+    """The behaviour section (:mod:`.behaviour_report`), its prompt-target, learned-vector and
+    robustness sections and its diagnostics, when they ran."""
     from .behaviour_report import add_behaviour_section as add_section
+    from .objectives_view import add_objective_sections
 
     add_section(report, res)
+    add_objective_sections(report, res)
     add_diagnostics(report, res)
 
 

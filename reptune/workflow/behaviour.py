@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from ..behaviours import BehaviourSpec, behaviour_names, get_behaviour, required_options
+from . import behaviour_objectives as objectives
 from . import behaviour_steps as steps
 from .behaviour_tuning import PLACEMENTS
 from .stages import StageRunner
@@ -76,6 +77,31 @@ class BehaviourArguments:
     sft_steps: int = field(default=40, metadata={"help": "training steps of token-sft"})
     cosine_steps: int = field(default=40, metadata={"help": "training steps of rep-cosine"})
     steer_steps: int = field(default=40, metadata={"help": "training steps of rep-steer"})
+    prompt_steps: int = field(
+        default=40, metadata={"help": "training steps of rep-prompt and rep-prompt+steer"}
+    )
+    learned_objectives: list[str] = field(
+        default_factory=list,
+        metadata={"help": "learned vectors at the steered layer: 'lm', 'preference' ([] = off)"},
+    )
+    learned_steps: int = field(default=40, metadata={"help": "steps of each learned vector"})
+    learned_learning_rate: float = field(
+        default=1e-2, metadata={"help": "learning rate of the learned vectors"}
+    )
+    robustness_multiples: list[float] = field(
+        default_factory=list,
+        metadata={
+            "help": "attack strengths as multiples of the chosen coefficient; every condition "
+            "is steered against its behaviour at each ([] = off)"
+        },
+    )
+    robustness_prompts: int | None = field(
+        default=None, metadata={"help": "test prompts of the robustness study (None = all)"}
+    )
+    robustness_second_layer: bool = field(
+        default=True,
+        metadata={"help": "the stronger attack: the vector at the next best layer as well"},
+    )
     tune_learning_rate: float = field(
         default=2e-3, metadata={"help": "learning rate of the variants"}
     )
@@ -146,6 +172,13 @@ class BehaviourArguments:
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown:
             raise ValueError(f"unknown variants {unknown}: use {list(VARIANTS)}")
+        bad = [o for o in self.learned_objectives if o not in objectives.LEARNED.values()]
+        if bad:
+            raise ValueError(f"unknown learned_objectives {bad}: use 'lm' and/or 'preference'")
+        if any(m <= 0 for m in self.robustness_multiples):
+            raise ValueError(
+                f"robustness_multiples must be positive, got {self.robustness_multiples}"
+            )
         if self.learning_rates is None:
             self.learning_rates = [self.tune_learning_rate]
         bad = [p for p in self.lora_placements if p not in PLACEMENTS]
@@ -187,8 +220,13 @@ def run_behaviour(bargs: BehaviourArguments, margs, targs, stages: StageRunner, 
     chosen = steps.choose_steering(run, info["best_layer"])
     prompting = steps.choose_prompting(run)
     steps.write_steered_rows(run)
+    if set(bargs.variants) & set(objectives.PROMPT_VARIANTS):
+        objectives.write_prompted_rows(run)
     steps.tune_behaviour_variants(run)
+    learned_choices = objectives.learned_step(run)
     evaluated = steps.evaluate_conditions(run)
+    matched = steps.matched_fluency(run, evaluated, learned_choices)
+    robust = steps.robustness_study(run, info["heldout"])
     diagnosed = steps.diagnose(run) if bargs.diagnostic_prompts else None
     return {
         "diagnostics": diagnosed,
@@ -200,6 +238,9 @@ def run_behaviour(bargs: BehaviourArguments, margs, targs, stages: StageRunner, 
         "validation": validation,
         "trained": run.trained,
         "evaluated": evaluated,
+        "learned_choices": learned_choices,
+        "learned_matched": matched,
+        "robustness": robust,
         "dev": len(run.dev),
         "test": len(run.test),
         "rows": len(run.train_rows),

@@ -25,6 +25,7 @@ from ..evaluation.ab.scoring import generate_texts, with_coefficient
 from ..evaluation.paired import compare_family, shift_ratio
 from ..evaluation.stats import mean_interval, minimum_detectable_effect
 from ..pairs import format_chat
+from ..steering import SteeredModel
 from .behaviour_tuning import seed_dir
 from .variants import load_variant
 
@@ -62,7 +63,9 @@ class Condition:
 
 def section_conditions(run) -> dict[str, Condition]:
     """The section's conditions: base, prompting (the dev-chosen wording), steered (the
-    dev-chosen layer and coefficient) and every tuned variant with all its seeds."""
+    dev-chosen layer and coefficient), every tuned variant with all its seeds, and every learned
+    vector (``run.learned``: name -> (vectors, dev-chosen coefficient)) steering the base model
+    at the chosen layer."""
     tok = run.tok
     chat = lambda p: format_chat(tok, p)  # noqa: E731
     wording = run.wording
@@ -81,6 +84,13 @@ def section_conditions(run) -> dict[str, Condition]:
             lambda seed, v=variant: load_variant(run.margs, seed_dir(run, v, seed), merge=True)[0],
             chat,
             seeds=tuple(run.bargs.seeds),
+        )
+    for name, (vecs, coefficient) in (getattr(run, "learned", None) or {}).items():
+        conditions[name] = Condition(
+            "learned",
+            lambda seed, v=vecs: SteeredModel(run.base, v, layers=[run.layer]),
+            chat,
+            coefficient=coefficient,
         )
     return conditions
 

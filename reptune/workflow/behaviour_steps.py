@@ -35,6 +35,8 @@ from .behaviour_evaluate import (
     section_conditions,
     summary_rows,
 )
+from .behaviour_objectives import compare_at_matched_fluency
+from .behaviour_robustness import run_robustness
 from .behaviour_scoring import SectionScorers, headline_axes, load_judge, validate_section
 from .behaviour_tuning import STEPS, VARIANTS, tune_variants
 from .measure import perplexity_rows, target_cosines
@@ -56,6 +58,8 @@ __all__ = [
     "extract_behaviour_vectors",
     "tune_behaviour_variants",
     "write_steered_rows",
+    "matched_fluency",
+    "robustness_study",
 ]
 
 
@@ -107,6 +111,8 @@ class BehaviourRun:
     layer: int | None = None
     coefficient: float | None = None
     train_rows: list[dict] = field(default_factory=list)
+    prompted_rows: list[dict] = field(default_factory=list)
+    learned: dict[str, tuple] = field(default_factory=dict)
     trained: dict[str, dict] = field(default_factory=dict)
     wording: object = None
     scorers: SectionScorers | None = None
@@ -341,6 +347,30 @@ def evaluate_conditions(run: BehaviourRun) -> dict:
 
     run.settings = run.settings | {"trained": run.trained, "test": run.test}
     return run.stages.run(f"{run.name}_evaluate", evaluate, run.settings)
+
+
+def matched_fluency(run: BehaviourRun, evaluated: dict, choices: dict) -> dict | None:
+    """The learned vectors at matched fluency against the steered model's greedy test answers
+    of the evaluation (after every dev choice); None when no vector was learned."""
+    if not run.learned:
+        return None
+    steered = [a[0][0] for a in evaluated["answers"]["steered"]]
+    learned = {n: vecs for n, (vecs, _) in run.learned.items()}
+    return compare_at_matched_fluency(run, learned, choices, steered)
+
+
+def robustness_study(run: BehaviourRun, heldout: dict) -> dict | None:
+    """Every condition steered against its behaviour (:mod:`.behaviour_robustness`), scored by
+    the section's behaviour scorer (the independent one where the behaviour has it); None
+    when ``robustness_multiples`` is empty."""
+    if not run.bargs.robustness_multiples:
+        return None
+    scorer = run.scorers.behaviour
+
+    def score(prompts, answers):
+        return scorer.to_unit(scorer.score(list(prompts), list(answers)))
+
+    return run_robustness(run, score, run.learned, heldout)
 
 
 def diagnose(run: BehaviourRun) -> dict:

@@ -15,6 +15,7 @@ import dataclasses
 import shutil
 
 from ..io import atomic_folder
+from .behaviour_objectives import PROMPT_VARIANTS, objective_overrides, variant_rows
 from .measure import generate_condition
 from .variants import DevSelection, train_variant
 
@@ -25,10 +26,12 @@ VARIANTS: dict[str, dict] = {
     "token-sft": {"rep_weight": 0.0, "lm_weight": 1.0},
     "rep-cosine": {"rep_target": "toward"},
     "rep-steer": {"rep_target": "steer", "lm_weight": 0.0},
+    **PROMPT_VARIANTS,  # trained toward the prompted model, on the prompted model's rows
 }
 
 #: The field of BehaviourArguments holding each variant's training steps.
 STEPS = {"token-sft": "sft_steps", "rep-cosine": "cosine_steps", "rep-steer": "steer_steps"}
+STEPS |= dict.fromkeys(PROMPT_VARIANTS, "prompt_steps")
 
 #: LoRA placements every variant may be given (always on blocks up to the steered layer).
 PLACEMENTS: dict[str, list[str]] = {
@@ -40,7 +43,7 @@ PLACEMENTS: dict[str, list[str]] = {
 def variant_overrides(run, variant: str, learning_rate: float) -> dict:
     """The training settings variant ``variant`` changes (at one learning rate)."""
     bargs = run.bargs
-    overrides = dict(VARIANTS[variant])
+    overrides = dict(VARIANTS[variant]) | objective_overrides(run, variant)
     if variant == "rep-cosine":
         overrides["lm_weight"] = bargs.cosine_lm_weight
     if variant == "rep-steer":
@@ -90,7 +93,7 @@ def _train_candidate(run, variant: str, placement: str, lr: float) -> dict:
             margs,
             targs,
             run.vecs,
-            run.train_rows,
+            variant_rows(run, variant),
             run.layout.model_dir(name),
             select=DevSelection(_dev_score(run), run.bargs.select_every),
             **overrides,
@@ -126,7 +129,12 @@ def _train_seed(run, variant: str, chosen: dict, seed: int) -> dict:
     return run.stages.run(
         f"{run.name}_tune_{variant}_seed{seed}",
         lambda: train_variant(
-            margs, targs, run.vecs, run.train_rows, seed_dir(run, variant, seed), **overrides
+            margs,
+            targs,
+            run.vecs,
+            variant_rows(run, variant),
+            seed_dir(run, variant, seed),
+            **overrides,
         ),
         run.settings | {"train": targs.to_dict(), "variant": overrides, "chosen": chosen},
         main_process_only=False,

@@ -1,0 +1,121 @@
+"""The behaviour section's further objectives in the run report: the prompt tuned into the
+weights against prompting, learned vectors against mean difference at matched fluency, and the
+robustness study (table beside its curves).
+
+Example:
+    >>> add_objective_sections(report, run_behaviour(bargs, margs, targs, stages))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..evaluation.paired import paired_comparison
+from .report import Report
+from .robustness_view import plot_behaviour_robustness, robustness_table_rows
+
+__all__ = ["add_objective_sections", "prompt_target_rows"]
+
+
+def _pc(d: Mapping) -> str:
+    return f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+
+def _per_prompt(table) -> list[float]:
+    """Per-prompt means of a ``(prompts, seeds, answers)`` score table (unscored left out)."""
+    values = np.asarray(table, dtype=float)
+    return np.nanmean(values.reshape(values.shape[0], -1), axis=1).tolist()
+
+
+def prompt_target_rows(ev: Mapping, variants) -> list[dict]:
+    """For each prompt-target variant on the test prompts: the share of prompting's behaviour
+    shift over base it reaches (the evaluation's ``shares``, paired bootstrap), and its harmonic
+    mean minus prompting's (paired over per-prompt means of the score tables).
+
+    Example:
+        >>> prompt_target_rows(evaluated, ["rep-prompt"])[0]["share"]
+    """
+    shares = {r["condition"]: r for r in ev["shares"] if r["target"] == "prompting"}
+    harmonic = ev["scores"]["harmonic"]
+    out = []
+    for v in variants:
+        share = shares[v]
+        difference = paired_comparison(_per_prompt(harmonic[v]), _per_prompt(harmonic["prompting"]))
+        out.append({"variant": v, "share": share["value"], "share_low": share["low"],
+                    "share_high": share["high"], "share_note": share.get("note") or "",
+                    "share_stable": bool(share.get("stable", True)),
+                    "harmonic_minus_prompting": difference.as_dict()})  # fmt: skip
+    return out
+
+
+def _prompt_lines(rows) -> list[str]:
+    lines = []
+    for r in rows:
+        if not r["share_stable"]:
+            lines.append(f"- {r['variant']}: no share of prompting's shift ({r['share_note']}).")
+            continue
+        reached = "reaches" if r["share"] >= 0.9 else "does not reach"
+        lines.append(
+            f"- {r['variant']} (no prompt, no hooks) moves behaviour {100 * r['share']:.0f}% "
+            f"[{100 * r['share_low']:.0f}, {100 * r['share_high']:.0f}] as far as prompting "
+            f"does, so it {reached} 90% of prompting's shift; harmonic mean minus prompting's: "
+            f"{_pc(r['harmonic_minus_prompting'])}. {r['share_note']}".rstrip()
+        )
+    return lines
+
+
+def _learned_lines(choices: Mapping, matched: Mapping) -> tuple[list[str], list[dict]]:
+    lines, table = [], []
+    md = matched["mean_diff"]
+    for name, m in matched.items():
+        if name == "mean_diff":
+            continue
+        b = m["behaviour_vs_mean_diff"]
+        verdict = "above" if b["low"] > 0 else "below" if b["high"] < 0 else "not different from"
+        lines.append(
+            f"- {name}: at coefficient {m['coefficient']:g} (dev fluency closest to mean "
+            f"difference's {choices['mean_diff_fluency']:.3f}) its test behaviour is {verdict} "
+            f"mean difference's: {_pc(b)}; fluency difference {_pc(m['fluency_vs_mean_diff'])}."
+        )
+        table.append({"vector": name, "matched_coefficient": m["coefficient"],
+                      "dev_best_coefficient": choices[name]["coefficient"],
+                      "behaviour": m["behaviour"], "fluency": m["fluency"],
+                      "mean_diff_behaviour": md["behaviour"], "mean_diff_fluency": md["fluency"],
+                      "behaviour_difference": _pc(b),
+                      "fluency_difference": _pc(m["fluency_vs_mean_diff"])})  # fmt: skip
+    return lines, table
+
+
+def add_objective_sections(report: Report, res: Mapping) -> None:
+    """The prompt-target, learned-vector and robustness sections of a behaviour section's
+    material (each only when it ran).
+
+    Example:
+        >>> add_objective_sections(report, material)
+    """
+    name, ev = res["name"], res["evaluated"]
+    variants = [v for v in ev["scores"]["harmonic"] if v.startswith("rep-prompt")]
+    if variants:
+        rows = prompt_target_rows(ev, variants)
+        text = "Test prompts, paired over prompts (95% bootstrap intervals).\n\n"
+        report.section(f"{name}: the prompt tuned into the weights", text + "\n".join(
+            _prompt_lines(rows)))  # fmt: skip
+    if res.get("learned_matched"):
+        lines, table = _learned_lines(res["learned_choices"], res["learned_matched"])
+        sec = report.section(f"{name}: learned vectors at matched fluency", "\n".join(lines))
+        about = "test prompts; learned minus mean difference, paired"
+        sec.add_table(f"{name}_learned_matched", table, description=about)
+    robust = res.get("robustness")
+    if robust:
+        text = (
+            f"Every condition steered against its behaviour on {robust['prompts']} test prompts "
+            f"(attacks: {', '.join(robust['attacks'])}; strengths "
+            f"{', '.join(f'{a:g}' for a in robust['strengths'])}, residual-norm units). Kept: "
+            "(attacked - base) / (unattacked - base), paired bootstrap over prompts."
+        )
+        sec = report.section(f"{name}: robustness", text)
+        sec.add_table(f"{name}_robustness", robustness_table_rows(robust["rows"]))
+        path = plot_behaviour_robustness(robust["rows"], report.plot_path("robustness.png"))
+        sec.add_plot(path, "behaviour under attack (squares: the stronger attack)")
