@@ -1158,7 +1158,7 @@ API_ROWS += [
     Row(
         "behaviour-section-prompts-above-the-data",
         lambda w: _honesty_args(behaviour_section={"behaviour": "sentiment", "dev_prompts": 900}),
-        match="asks for 940 units but only",
+        match="the dev split has 45 prompts, 900 were requested",
     ),
     # reptune serve: a request body's values
     Row(

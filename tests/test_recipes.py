@@ -37,6 +37,13 @@ def test_recipe_configs_name_only_existing_options(path):
     assert not section, f"{path.name}: behaviour_section names unknown options {sorted(section)}"
 
 
+def test_the_main_job_config_asks_for_counts_the_data_hold():
+    """The counts the main job asks for are delivered: its pre-load check passes."""
+    config = yaml.safe_load((RECIPES / "honesty/smollm2-135m.yaml").read_text())
+    hargs = HonestyArguments(**{k: v for k, v in config.items() if k in _fields(HonestyArguments)})
+    hargs.check_counts()
+
+
 @pytest.mark.parametrize(
     "path", sorted((RECIPES / "accelerate").glob("*.yaml")), ids=lambda p: p.name
 )

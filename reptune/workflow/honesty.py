@@ -205,11 +205,9 @@ class HonestyArguments:
             )
         behaviour = self.behaviour_arguments()
         if behaviour is not None:
-            from .select import split_dev_test
+            from .behaviour_steps import section_prompts
 
-            split_dev_test(
-                behaviour.spec().eval_prompts(), behaviour.dev_prompts, behaviour.test_prompts
-            )
+            section_prompts(behaviour.spec(), behaviour.dev_prompts, behaviour.test_prompts)
 
     def input_files(self) -> list[str]:
         """Every named input file, resolved (checked before any model runs)."""
