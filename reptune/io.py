@@ -24,6 +24,7 @@ import math
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -232,6 +233,14 @@ def read_folder_whole(path: str | Path, read: Callable[[Path], Any]) -> Any:
                 return read(path)
 
 
+def _is_other_than_folder(path: Path) -> bool:
+    """True if ``path`` is a file (one ``stat``: a concurrent swap cannot split the answer)."""
+    try:
+        return not stat.S_ISDIR(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
 @contextmanager
 def atomic_folder(path: str | Path, *, keep_other_files: bool = True) -> Iterator[Path]:
     """Build a folder in a temporary sibling and swap it onto ``path`` when the block succeeds.
@@ -250,7 +259,7 @@ def atomic_folder(path: str | Path, *, keep_other_files: bool = True) -> Iterato
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     recover_folder(path)
-    if path.exists() and not path.is_dir():
+    if _is_other_than_folder(path):
         raise NotADirectoryError(f"{path} exists and is not a folder")
     _sweep_abandoned(path)
     tmp = path.parent / f"{_temporary_prefix(path)}{uuid.uuid4().hex[:12]}"
@@ -260,7 +269,7 @@ def atomic_folder(path: str | Path, *, keep_other_files: bool = True) -> Iterato
         _open_permissions(tmp)
         with _parent_lock(path, exclusive=True):
             _recover_locked(path)  # a writer killed mid-swap since we started
-            if path.exists() and not path.is_dir():
+            if _is_other_than_folder(path):
                 raise NotADirectoryError(f"{path} exists and is not a folder")
             if path.exists():
                 os.replace(path, _previous(path) if keep_other_files else _replaced(path))
