@@ -233,8 +233,14 @@ def read_folder_whole(path: str | Path, read: Callable[[Path], Any]) -> Any:
                 return read(path)
 
 
-def _is_other_than_folder(path: Path) -> bool:
-    """True if ``path`` is a file (one ``stat``: a concurrent swap cannot split the answer)."""
+def exists_as_file(path: str | Path) -> bool:
+    """True if ``path`` exists and is not a folder, from one ``stat`` (a concurrent swap cannot
+    split the answer the way ``exists() and not is_dir()`` can).
+
+    Example:
+        >>> exists_as_file("runs/v")
+        False
+    """
     try:
         return not stat.S_ISDIR(os.stat(path).st_mode)
     except FileNotFoundError:
@@ -259,7 +265,7 @@ def atomic_folder(path: str | Path, *, keep_other_files: bool = True) -> Iterato
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     recover_folder(path)
-    if _is_other_than_folder(path):
+    if exists_as_file(path):
         raise NotADirectoryError(f"{path} exists and is not a folder")
     _sweep_abandoned(path)
     tmp = path.parent / f"{_temporary_prefix(path)}{uuid.uuid4().hex[:12]}"
@@ -269,7 +275,7 @@ def atomic_folder(path: str | Path, *, keep_other_files: bool = True) -> Iterato
         _open_permissions(tmp)
         with _parent_lock(path, exclusive=True):
             _recover_locked(path)  # a writer killed mid-swap since we started
-            if _is_other_than_folder(path):
+            if exists_as_file(path):
                 raise NotADirectoryError(f"{path} exists and is not a folder")
             if path.exists():
                 os.replace(path, _previous(path) if keep_other_files else _replaced(path))

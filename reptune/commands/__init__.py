@@ -9,6 +9,7 @@ from pathlib import Path
 from trl import TrlParser
 
 from ..evaluation.ab.sampling import limit_options
+from ..io import exists_as_file
 from ..vectors import COEFFICIENT_UNITS, DEFAULT_COEFFICIENT_UNIT, check_coefficient_unit
 
 __all__ = [
@@ -176,7 +177,7 @@ def check_output_folder(path: str | None, name: str = "output") -> None:
     if path is None or not str(path).strip():
         raise ValueError(f"--{name} is empty: name the folder to write")
     target = Path(path)
-    if target.exists() and not target.is_dir():
+    if exists_as_file(target):
         raise ValueError(f"--{name} {path} is an existing file, not a folder: choose a folder")
     for parent in target.parents:
         if parent.exists():

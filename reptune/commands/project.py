@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..io import exists_as_file
 from ..workflow.args import TunedModelArguments
 from . import allow_vector_mismatch_field, coefficient_unit_field, parse
 
@@ -120,7 +121,7 @@ def _check(args: ProjectArguments, vecs) -> None:
     n_layers = vecs.metadata.get("num_layers")
     if args.pca_layer is not None and n_layers and not 0 <= args.pca_layer < int(n_layers):
         raise ValueError(f"--pca_layer {args.pca_layer} is out of range: the model has {n_layers}")
-    if Path(args.output).exists() and not Path(args.output).is_dir():
+    if exists_as_file(args.output):
         raise ValueError(f"--output {args.output} exists and is not a folder")
 
 

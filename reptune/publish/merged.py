@@ -33,7 +33,7 @@ import jinja2
 import torch
 from huggingface_hub import ModelCard, ModelCardData
 
-from ..io import atomic_folder, atomic_write, read_json, recover_folder, write_json
+from ..io import atomic_folder, atomic_write, exists_as_file, read_json, recover_folder, write_json
 from ..models import _looks_like_hub_id, load_model
 from ..vectors import METADATA_FILE, SteeringVectors
 from ..version import __version__
@@ -199,7 +199,7 @@ def _check_output(output: Path, tuned: TunedModel, source: Path) -> None:
                 f"--output {output} would replace {folder}, which the export reads; write the "
                 "merged model to another folder (e.g. <run>/merged)"
             )
-    if output.exists() and not output.is_dir():
+    if exists_as_file(output):
         raise NotADirectoryError(f"--output {output} exists and is not a folder")
 
 
