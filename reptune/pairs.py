@@ -39,23 +39,35 @@ class ContrastivePair:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def format_chat(tokenizer, user: str, answer: str = "", system: str | None = None) -> str:
+def format_chat(
+    tokenizer,
+    user: str,
+    answer: str = "",
+    system: str | None = None,
+    history: Sequence[Sequence[str]] = (),
+) -> str:
     """The text of a chat turn: the template's prompt for ``user`` followed by ``answer``.
 
-    The answer is appended after the generation prompt without an end-of-turn token, so the last
-    token of the text is the last token of the answer. Without a chat template, a plain
-    ``"{system}\\n\\n{user}\\n"`` layout is used.
+    ``history`` holds earlier ``(user, assistant)`` exchanges (few-shot examples), placed after
+    the system prompt. The answer is appended after the generation prompt without an end-of-turn
+    token, so the last token of the text is the last token of the answer. Without a chat
+    template, a plain ``"{system}\\n\\n{user}\\n{assistant}\\n\\n...{user}\\n"`` layout is used.
 
     Example:
         >>> format_chat(tok, "Is the sky green?", "(B")
     """
     if getattr(tokenizer, "chat_template", None):
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": user}
-        ]
+        messages = [{"role": "system", "content": system}] if system else []
+        for shown_user, shown_answer in history:
+            messages += [
+                {"role": "user", "content": shown_user},
+                {"role": "assistant", "content": shown_answer},
+            ]
+        messages.append({"role": "user", "content": user})
         prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     else:
-        prompt = (f"{system}\n\n" if system else "") + f"{user}\n"
+        shown = "".join(f"{u}\n{a}\n\n" for u, a in history)
+        prompt = (f"{system}\n\n" if system else "") + shown + f"{user}\n"
     return prompt + answer
 
 

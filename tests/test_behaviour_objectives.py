@@ -193,3 +193,36 @@ def test_bad_objective_settings_fail_clearly():
         BehaviourArguments(behaviour="sentiment", robustness_multiples=[-1.0])
     with pytest.raises(ValueError, match="variants"):
         BehaviourArguments(behaviour="sentiment", variants=["rep-prompt-x"])
+    with pytest.raises(ValueError, match=r"prompt_layer 7, .* add it to layers"):
+        BehaviourArguments(
+            behaviour="sentiment", layers=[2, 3], prompt_layer=7, variants=["rep-prompt+steer"]
+        )
+
+
+def test_the_prompt_target_reads_the_chosen_wording_as_prompting_does():
+    """For every shipped sentiment wording (system prompt, user-turn template, few-shot), the
+    prompt target's context is the very text the prompting baseline answers."""
+    from reptune.behaviours.sentiment_prompts import (
+        InstructionCandidate,
+        load_instruction_candidates,
+    )
+    from reptune.training.prompt_target import instructed_chat
+
+    tok = make_tokenizer()
+    prompt = "Describe a walk through the old market."
+    modes = set()
+    for wording in load_instruction_candidates().values():
+        settings = objectives.prompt_target_settings(wording)
+        modes.add((settings["target_instruction_mode"], bool(settings["target_examples"])))
+        chat = instructed_chat(
+            tok,
+            prompt,
+            settings["target_instruction"],
+            settings["target_instruction_mode"],
+            examples=settings["target_examples"] or (),
+        )
+        assert chat == wording.format(tok, prompt), wording.name
+    assert modes == {("system", False), ("template", False), ("system", True)}
+    both = InstructionCandidate("both", "Be warm.", "{prompt} Please.")
+    with pytest.raises(ValueError, match="both a system prompt and a user template"):
+        objectives.prompt_target_settings(both)

@@ -48,13 +48,29 @@ def test_prompt_config_checks(tmp_path, tok):
         RepTuneConfig(
             output_dir=str(tmp_path), rep_target="prompt", target_instruction="x", retain_weight=1
         )
-    with pytest.raises(ValueError, match="'system' or 'prefix'"):
+    with pytest.raises(ValueError, match="'system', 'prefix' or 'template'"):
         RepTuneConfig(
             output_dir=str(tmp_path),
             rep_target="prompt",
             target_instruction="x",
             target_instruction_mode="suffix",
         )
+    with pytest.raises(ValueError, match=r"must contain \{prompt\}"):
+        RepTuneConfig(
+            output_dir=str(tmp_path),
+            rep_target="prompt",
+            target_instruction="Be kind.",
+            target_instruction_mode="template",
+        )
+    with pytest.raises(ValueError, match=r"\(user, assistant\) pair"):
+        RepTuneConfig(
+            output_dir=str(tmp_path),
+            rep_target="prompt",
+            target_instruction="Be kind.",
+            target_examples=[["only a user turn"]],
+        )
+    with pytest.raises(ValueError, match="target_examples is only used"):
+        RepTuneConfig(output_dir=str(tmp_path), target_examples=[["a", "b"]])
     with pytest.raises(ValueError, match="needs rep_layers"):
         _trainer(tmp_path, tok, rep_layers=None)
     # Vectors are only needed for the combined target: they need not cover the rep layers.
@@ -84,16 +100,29 @@ def test_prompt_config_checks(tmp_path, tok):
         )
 
 
+EXAMPLES = [("Describe a cup.", "A lovely warm cup!"), ("And a chair?", "A comfy chair.")]
+CONTEXTS = [
+    (SHORT, "system", ()),
+    (LONG, "system", ()),
+    (SHORT, "prefix", ()),
+    (LONG, "prefix", ()),
+    ("{prompt} Answer in a happy way.", "template", ()),
+    (SHORT, "system", EXAMPLES),
+]
+
+
 @pytest.mark.parametrize("padding_side", ["right", "left"])
-@pytest.mark.parametrize("mode", ["system", "prefix"])
-@pytest.mark.parametrize("instruction", [SHORT, LONG])
+@pytest.mark.parametrize(("instruction", "mode", "examples"), CONTEXTS)
 def test_target_is_the_frozen_models_activation_with_the_prompt(
-    tmp_path, tok, padding_side, mode, instruction
+    tmp_path, tok, padding_side, mode, instruction, examples
 ):
     """At every response token, the target equals the frozen model's activation at that token
-    when it reads the prompted text alone (no padding, no batch), for any instruction length."""
-    trainer, model = _trainer(tmp_path, tok, rep_layers=[2], target_instruction=instruction)
-    collate = PromptTargetCollator(tok, instruction, mode, padding_side=padding_side)
+    when it reads the prompted text alone (no padding, no batch), for any instruction length,
+    a user-turn template and few-shot example exchanges."""
+    trainer, model = _trainer(tmp_path, tok, rep_layers=[2], target_instruction=SHORT)
+    collate = PromptTargetCollator(
+        tok, instruction, mode, padding_side=padding_side, examples=examples
+    )
     own_system = {"prompt": "Hi", "completion": "a much longer answer here", "system": "S"}
     rows = [*make_rows(3), own_system]
     batch = collate(rows)
@@ -107,7 +136,9 @@ def test_target_is_the_frozen_models_activation_with_the_prompt(
     real = batch["attention_mask"].bool()
     for i, row in enumerate(rows):
         plain_ids = batch["input_ids"][i][real[i]]
-        prompted_ids, _ = collate.encode(instructed_row(row, instruction, mode))
+        prompted_ids, _ = collate.encode(instructed_row(row, instruction, mode, examples))
+        if examples:  # the example exchanges are in the prompted input
+            assert EXAMPLES[1][1] in tok.decode(prompted_ids)
         with torch.no_grad(), model.disable_adapter():
             alone = model(input_ids=torch.tensor([prompted_ids]), output_hidden_states=True)
         hidden = alone.hidden_states[3][0]  # block 2's output

@@ -42,6 +42,7 @@ _RESUME_KEYS = (
     "steer_coefficient",
     "target_instruction",
     "target_instruction_mode",
+    "target_examples",
     "coefficient_unit",
     "rep_weight",
     "lm_weight",

@@ -164,9 +164,13 @@ class RepTuneCollator:
         self.pad_to_multiple_of = pad_to_multiple_of
 
     def prompt_text(self, row: Mapping[str, Any]) -> str:
+        """The row's prompt as the model reads it (system text and earlier ``history``
+        exchanges first, when the row has them)."""
+        history = row.get("history") or ()
         if self.use_chat_template:
-            return format_chat(self.tokenizer, row["prompt"], "", row.get("system"))
-        return (f"{row['system']}\n\n" if row.get("system") else "") + row["prompt"]
+            return format_chat(self.tokenizer, row["prompt"], "", row.get("system"), history)
+        shown = "".join(f"{u}\n{a}\n\n" for u, a in history)
+        return (f"{row['system']}\n\n" if row.get("system") else "") + shown + row["prompt"]
 
     def encode(self, row: Mapping[str, Any]) -> tuple[list[int], int]:
         """Token ids of one row and the length of its prompt."""

@@ -25,6 +25,7 @@ REP_FIELDS = (
     "steer_coefficient",
     "target_instruction",
     "target_instruction_mode",
+    "target_examples",
     "coefficient_unit",
     "rep_weight",
     "lm_weight",
@@ -210,8 +211,16 @@ class RepTuneConfig(TrainingArguments):
         default="system",
         metadata={
             "help": "Where target_instruction goes: 'system' (the system prompt, before a row's "
-            "own system text) or 'prefix' (before the user's prompt).",
-            "choices": ["system", "prefix"],
+            "own system text), 'prefix' (before the user's prompt) or 'template' (the user "
+            "turn, with {prompt} standing for the row's prompt).",
+            "choices": ["system", "prefix", "template"],
+        },
+    )
+    target_examples: list[list[str]] | None = field(
+        default=None,
+        metadata={
+            "help": "With rep_target='prompt' (optional): few-shot [user, assistant] exchanges "
+            "the frozen model sees before the prompt."
         },
     )
     coefficient_unit: str = field(
@@ -355,23 +364,29 @@ class RepTuneConfig(TrainingArguments):
             isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c)
         ):
             raise ValueError(f"steer_coefficient must be a finite number, got {c!r}")
-        if self.target_instruction_mode not in ("system", "prefix"):
+        if self.target_instruction_mode not in ("system", "prefix", "template"):
             raise ValueError(
-                f"target_instruction_mode must be 'system' or 'prefix', got "
+                f"target_instruction_mode must be 'system', 'prefix' or 'template', got "
                 f"{self.target_instruction_mode!r}"
             )
         if self.rep_target != "prompt":
-            if self.target_instruction is not None:
-                raise ValueError(
-                    "target_instruction is only used with rep_target='prompt': drop it or set "
-                    "rep_target='prompt'"
-                )
+            for name in ("target_instruction", "target_examples"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{name} is only used with rep_target='prompt': drop it or set "
+                        "rep_target='prompt'"
+                    )
             return
         if not isinstance(self.target_instruction, str) or not self.target_instruction.strip():
             raise ValueError(
                 "rep_target='prompt' needs target_instruction: the behaviour instruction the "
                 "frozen model sees in context (e.g. 'Answer in a cheerful tone.')"
             )
+        from .prompt_target import check_instruction
+
+        check_instruction(
+            self.target_instruction, self.target_instruction_mode, self.target_examples or ()
+        )
         if self.retain_weight > 0:
             raise ValueError(
                 "rep_target='prompt' takes its reference pass on the prompted input, so it "

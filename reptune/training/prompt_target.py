@@ -1,7 +1,8 @@
 """The prompt objective: tune the behaviour instruction into the weights.
 
 The target at each rep layer is the frozen model's activation *with the instruction in context*
-(a system prompt, or a prefix of the user turn); the trainee sees the plain prompt. The two
+(a system prompt, a prefix of the user turn, or a user-turn template, optionally after few-shot
+example exchanges); the trainee sees the plain prompt. The two
 inputs share the response, the assistant header and the answer tokens, so positions are aligned
 token by token over it: :class:`PromptTargetCollator` builds both inputs and the map from each
 plain column to its prompted column, and :func:`prompted_targets` runs the one no-grad reference
@@ -29,14 +30,16 @@ from .collator import RepTuneCollator, position_mask
 __all__ = [
     "INSTRUCTION_MODES",
     "PROMPT_TARGET_KEYS",
+    "check_instruction",
     "PromptTargetCollator",
     "instructed_chat",
     "instructed_row",
     "prompted_targets",
 ]
 
-#: Where the instruction goes: the system prompt, or before the user's prompt.
-INSTRUCTION_MODES = ("system", "prefix")
+#: Where the instruction goes: the system prompt, before the user's prompt, or a user-turn
+#: template whose ``{prompt}`` is the row's prompt.
+INSTRUCTION_MODES = ("system", "prefix", "template")
 #: The batch entries of the prompted input; the trainer removes them before the forward pass.
 PROMPT_TARGET_KEYS = (
     "target_input_ids",
@@ -46,38 +49,75 @@ PROMPT_TARGET_KEYS = (
 )
 
 
-def _check_instruction(instruction: Any, mode: Any) -> None:
+def check_instruction(instruction: Any, mode: Any, examples: Any = ()) -> None:
+    """Raise ValueError naming what is wrong with a prompted target's instruction, mode or
+    example exchanges.
+
+    Example:
+        >>> check_instruction("{prompt} Be brief.", "template")
+    """
     if not isinstance(instruction, str) or not instruction.strip():
         raise ValueError(f"the behaviour instruction must be non-empty text, got {instruction!r}")
     if mode not in INSTRUCTION_MODES:
         raise ValueError(f"unknown instruction mode {mode!r}: use one of {INSTRUCTION_MODES}")
+    if mode == "template" and "{prompt}" not in instruction:
+        raise ValueError(
+            f"a 'template' instruction must contain {{prompt}} where the user's prompt goes, got "
+            f"{instruction!r}"
+        )
+    for pair in examples or ():
+        if (
+            isinstance(pair, str)
+            or len(pair) != 2
+            or not all(isinstance(t, str) and t.strip() for t in pair)
+        ):
+            raise ValueError(
+                f"each example exchange must be a (user, assistant) pair of non-empty texts, got "
+                f"{pair!r}"
+            )
 
 
-def instructed_row(row: Mapping[str, Any], instruction: str, mode: str = "system") -> dict:
+def instructed_row(
+    row: Mapping[str, Any],
+    instruction: str,
+    mode: str = "system",
+    examples: Sequence[Sequence[str]] = (),
+) -> dict:
     """The row as the prompted model sees it: ``instruction`` in its system prompt (before the
-    row's own system text) or before its prompt.
+    row's own system text), before its prompt, or as the template of its user turn; the
+    ``(user, assistant)`` ``examples`` come before the turn, as the row's ``history``.
 
     Example:
         >>> instructed_row({"prompt": "Hi"}, "Be cheerful.", "prefix")["prompt"]
         'Be cheerful.\\n\\nHi'
+        >>> instructed_row({"prompt": "Hi"}, "{prompt} Be brief.", "template")["prompt"]
+        'Hi Be brief.'
     """
-    _check_instruction(instruction, mode)
+    check_instruction(instruction, mode, examples)
+    row = {**row, "history": [tuple(e) for e in examples]} if examples else dict(row)
     if mode == "system":
         own = row.get("system")
         return {**row, "system": f"{instruction}\n\n{own}" if own else instruction}
+    if mode == "template":
+        return {**row, "prompt": instruction.replace("{prompt}", row["prompt"])}
     return {**row, "prompt": f"{instruction}\n\n{row['prompt']}"}
 
 
 def instructed_chat(
-    tokenizer, prompt: str, instruction: str, mode: str = "system", system: str | None = None
+    tokenizer,
+    prompt: str,
+    instruction: str,
+    mode: str = "system",
+    system: str | None = None,
+    examples: Sequence[Sequence[str]] = (),
 ) -> str:
     """The chat text the prompted model answers (generation prompt included).
 
     Example:
         >>> instructed_chat(tok, "Describe a park.", "Answer cheerfully.")
     """
-    row = instructed_row({"prompt": prompt, "system": system}, instruction, mode)
-    return format_chat(tokenizer, row["prompt"], "", row.get("system"))
+    row = instructed_row({"prompt": prompt, "system": system}, instruction, mode, examples)
+    return format_chat(tokenizer, row["prompt"], "", row.get("system"), row.get("history") or ())
 
 
 def _common_suffix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -100,6 +140,9 @@ class PromptTargetCollator(RepTuneCollator):
     ``padding_side``, with position ids counted over real tokens, so each row's activations are
     those it has alone.
 
+    ``examples`` are few-shot ``(user, assistant)`` exchanges the prompted input shows before
+    the row's turn.
+
     Example:
         >>> collate = PromptTargetCollator(tok, "Answer cheerfully.", padding_side="left")
     """
@@ -115,8 +158,9 @@ class PromptTargetCollator(RepTuneCollator):
         use_chat_template: bool = True,
         pad_to_multiple_of: int | None = None,
         padding_side: str = "right",
+        examples: Sequence[Sequence[str]] = (),
     ):
-        _check_instruction(instruction, mode)
+        check_instruction(instruction, mode, examples)
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         super().__init__(
@@ -128,6 +172,7 @@ class PromptTargetCollator(RepTuneCollator):
             pad_to_multiple_of=pad_to_multiple_of,
         )
         self.instruction, self.mode, self.padding_side = instruction, mode, padding_side
+        self.examples = [tuple(e) for e in examples]
 
     def header_length(self, row: Mapping[str, Any], prompt_ids: Sequence[int]) -> int:
         """Tokens of the assistant header that end the row's prompt (0 without a template)."""
@@ -135,9 +180,13 @@ class PromptTargetCollator(RepTuneCollator):
         if not (self.use_chat_template and getattr(tok, "chat_template", None)):
             return 0
         system = row.get("system")
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": row["prompt"]}
-        ]
+        messages = [{"role": "system", "content": system}] if system else []
+        for user, answer in row.get("history") or ():
+            messages += [
+                {"role": "user", "content": user},
+                {"role": "assistant", "content": answer},
+            ]
+        messages.append({"role": "user", "content": row["prompt"]})
         before = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
         before_ids = tok(before, add_special_tokens=adds_bos(tok, before))["input_ids"]
         if list(prompt_ids[: len(before_ids)]) != list(before_ids):
@@ -151,7 +200,9 @@ class PromptTargetCollator(RepTuneCollator):
                 "prompted input is built from the prompt text"
             )
         plain, n_plain = self.encode(row)
-        prompted, n_prompted = self.encode(instructed_row(row, self.instruction, self.mode))
+        prompted, n_prompted = self.encode(
+            instructed_row(row, self.instruction, self.mode, self.examples)
+        )
         header = min(
             self.header_length(row, plain[:n_plain]),
             _common_suffix(plain[:n_plain], prompted[:n_prompted]),

@@ -157,6 +157,7 @@ class RepTuneTrainer(RepTuneLossMixin, Trainer):
                     args.target_instruction,
                     args.target_instruction_mode,
                     rep_positions=args.rep_positions,
+                    examples=args.target_examples or (),
                     max_length=args.max_length,
                     completion_eos=args.completion_eos,
                 )

@@ -80,6 +80,13 @@ class BehaviourArguments:
     prompt_steps: int = field(
         default=40, metadata={"help": "training steps of rep-prompt and rep-prompt+steer"}
     )
+    prompt_layer: int | None = field(
+        default=None,
+        metadata={
+            "help": "layer rep-prompt matches to the prompted model (adapters on blocks up to "
+            "it; default: the steered layer). rep-prompt+steer needs it among layers."
+        },
+    )
     learned_objectives: list[str] = field(
         default_factory=list,
         metadata={"help": "learned vectors at the steered layer: 'lm', 'preference' ([] = off)"},
@@ -190,6 +197,13 @@ class BehaviourArguments:
             raise ValueError(f"samples must be >= 0, got {self.samples}")
         if not self.coefficients:
             raise ValueError("coefficients is empty: give the dev grid of steering coefficients")
+        if self.prompt_layer is not None and (
+            "rep-prompt+steer" in self.variants and self.prompt_layer not in (self.layers or [])
+        ):
+            raise ValueError(
+                f"rep-prompt+steer adds the vector at prompt_layer {self.prompt_layer}, which is "
+                f"not among the extracted layers {self.layers}: add it to layers"
+            )
         missing = [n for n in required_options(self.behaviour) if not getattr(self, n)]
         if missing:
             raise ValueError(

@@ -2,7 +2,7 @@
 steering vectors compared with the mean-difference vector.
 
 - ``rep-prompt``: a LoRA variant tuned with ``rep_target="prompt"`` toward the frozen model's
-  activations with the prompting baseline's instruction in context, on rows the prompted model
+  activations with the dev-chosen prompting wording in context, on rows the prompted model
   wrote (:func:`write_prompted_rows`); it answers with no prompt and no hooks.
   ``rep-prompt+steer`` adds the chosen coefficient times the vector to that target.
 - ``learned-lm`` / ``learned-pref``: one direction at the steered layer learned with the model
@@ -44,6 +44,7 @@ __all__ = [
     "learn_behaviour_vectors",
     "learned_step",
     "objective_overrides",
+    "prompt_target_settings",
     "variant_rows",
     "write_prompted_rows",
 ]
@@ -58,27 +59,59 @@ LEARNED = {"learned-lm": "lm", "learned-pref": "preference"}
 _AXES = ("behaviour", "fluency", "relevance", "harmonic")
 
 
+def prompt_target_settings(wording) -> dict:
+    """The ``rep_target="prompt"`` settings that put a prompting wording in the target's
+    context: its system prompt (mode ``"system"``) or its user-turn template (mode
+    ``"template"``), and its few-shot example exchanges.
+
+    Example:
+        >>> prompt_target_settings(SystemWording("configured", "Be warm."))["target_instruction"]
+        'Be warm.'
+    """
+    system = getattr(wording, "system", None)
+    template = getattr(wording, "user_template", "{prompt}")
+    examples = [list(e) for e in getattr(wording, "examples", ())] or None
+    if template == "{prompt}" and system:
+        instruction, mode = system, "system"
+    elif system is None and template != "{prompt}":
+        instruction, mode = template, "template"
+    else:
+        raise ValueError(
+            f"the prompting wording {getattr(wording, 'name', wording)!r} has "
+            f"{'both a system prompt and a user template' if system else 'no instruction'}: the "
+            "prompt target takes one of them; choose the wording among others (instructions)"
+        )
+    return {
+        "target_instruction": instruction,
+        "target_instruction_mode": mode,
+        "target_examples": examples,
+    }
+
+
 def write_prompted_rows(run) -> list[dict]:
-    """Rows ``{"prompt", "completion"}`` the prompted model (the base model with the prompting
-    baseline's instruction as system prompt) wrote to the training prompts; a resumable stage
-    cached in ``<section>/data/prompted_rows.jsonl``. Sets ``run.prompted_rows``.
+    """Rows ``{"prompt", "completion"}`` the prompted model (the base model with the dev-chosen
+    prompting wording, :func:`prompt_target_settings`) wrote to the training prompts; a
+    resumable stage cached in ``<section>/data/prompted_rows.jsonl``. Sets
+    ``run.prompted_rows``.
 
     Example:
         >>> rows = write_prompted_rows(run)
     """
     rows_file = run.layout.data_file("prompted_rows.jsonl")
     bargs = run.bargs
+    target = prompt_target_settings(run.wording)
 
     def rows():
         prompts = run.spec.train_prompts()[: bargs.train_prompts]
         written = prompted_rows(
-            run.base, run.tok, prompts, run.spec.instruction, "system",
-            max_new_tokens=bargs.row_tokens,
+            run.base, run.tok, prompts, target["target_instruction"],
+            target["target_instruction_mode"], max_new_tokens=bargs.row_tokens,
+            examples=target["target_examples"] or (),
         )  # fmt: skip
         write_jsonl(rows_file, written)
         return {"rows": len(written), "prompts": len(prompts)}
 
-    settings = run.settings | {"instruction": run.spec.instruction}
+    settings = run.settings | {"wording": run.wording.name, **target}
     run.stages.run(f"{run.name}_prompted_rows", rows, settings)
     run.prompted_rows = read_jsonl(rows_file)
     return run.prompted_rows
@@ -101,16 +134,16 @@ def variant_rows(run, variant: str) -> list[dict]:
 
 
 def objective_overrides(run, variant: str) -> dict:
-    """The training settings a prompt variant changes (empty for the others): the instruction
-    of the target pass, and for ``rep-prompt+steer`` the chosen coefficient added to it.
+    """The training settings a prompt variant changes (empty for the others): the dev-chosen
+    prompting wording in the target pass's context, and for ``rep-prompt+steer`` the chosen
+    coefficient added to it.
 
     Example:
         >>> objective_overrides(run, "rep-prompt")["target_instruction"]
     """
     if variant not in PROMPT_VARIANTS:
         return {}
-    overrides = dict(PROMPT_VARIANTS[variant])
-    overrides.update(target_instruction=run.spec.instruction, target_instruction_mode="system")
+    overrides = dict(PROMPT_VARIANTS[variant]) | prompt_target_settings(run.wording)
     if variant == "rep-prompt+steer":
         overrides.update(steer_coefficient=run.coefficient, coefficient_unit="residual_norm")
     return overrides

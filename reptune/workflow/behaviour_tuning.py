@@ -49,7 +49,7 @@ def variant_overrides(run, variant: str, learning_rate: float) -> dict:
     if variant == "rep-steer":
         overrides.update(steer_coefficient=run.coefficient, coefficient_unit="residual_norm")
     overrides.update(
-        rep_layers=[run.layer],
+        rep_layers=[_rep_layer(run, variant)],
         rep_positions="all",
         learning_rate=float(learning_rate),
         max_steps=getattr(bargs, STEPS[variant], bargs.sft_steps),
@@ -58,6 +58,14 @@ def variant_overrides(run, variant: str, learning_rate: float) -> dict:
         save_strategy="no",
     )
     return overrides
+
+
+def _rep_layer(run, variant: str) -> int:
+    """The layer ``variant`` is tuned at: ``prompt_layer`` for the prompt variants when set,
+    else the steered layer."""
+    if variant in PROMPT_VARIANTS and run.bargs.prompt_layer is not None:
+        return run.bargs.prompt_layer
+    return run.layer
 
 
 def _candidate_name(variant: str, placement: str, learning_rate: float) -> str:

@@ -224,11 +224,13 @@ def prompted_rows(
     max_new_tokens: int = 32,
     batch_size: int = 16,
     system: str | None = None,
+    examples: Sequence[Sequence[str]] = (),
 ) -> list[dict]:
     """Training rows ``{"prompt", "completion"}`` whose completions the prompted model wrote.
 
-    Each prompt is answered greedily with ``instruction`` in context (``mode``: in the system
-    prompt or before the prompt, as ``rep_target="prompt"`` puts it); the row keeps the plain
+    Each prompt is answered greedily with ``instruction`` (and the few-shot ``examples``) in
+    context, as ``rep_target="prompt"`` puts them (``mode``: system prompt, prefix or
+    template); the row keeps the plain
     prompt, so the trainee learns to answer so without the instruction. Rows with an empty
     answer are dropped.
 
@@ -237,7 +239,7 @@ def prompted_rows(
     """
     from ..training.prompt_target import instructed_chat
 
-    chat = [instructed_chat(tokenizer, p, instruction, mode, system) for p in prompts]
+    chat = [instructed_chat(tokenizer, p, instruction, mode, system, examples) for p in prompts]
     texts = generate_texts(
         model, tokenizer, chat, max_new_tokens=max_new_tokens, batch_size=batch_size
     )
