@@ -131,6 +131,8 @@ def test_the_section_runs_end_to_end_and_its_report_reads_the_stage_files(models
     text = (report.write(tmp_path / "report")["markdown"]).read_text()
     assert "Against base (harmonic" in text and "pareto.png" in text
     assert ev["scorers"]["behaviour"] in text  # the judge is named on the column header
+    # the scorers' agreement on labelled answers of the conditions, per condition too
+    assert "on sentiment generations" in text and "by condition: base" in text
 
 
 def test_a_fixed_choice_is_reported_as_fixed(models, tmp_path):

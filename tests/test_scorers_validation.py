@@ -9,6 +9,7 @@ from scipy.stats import spearmanr
 from reptune.evaluation.scorers import (
     DistinctN,
     agreement,
+    agreement_by_group,
     auroc,
     headline_scorers,
     require_agreement,
@@ -89,3 +90,47 @@ def test_bad_labels_are_named():
         agreement([0.1, 0.2], [1, 1])
     with pytest.raises(ValueError, match="3 scores but 2 labels"):
         agreement([0.1, 0.2, 0.3], [1, 0])
+
+
+def test_agreement_by_group_by_hand():
+    scores = [0.9, 0.4, 0.6, 0.2, 0.7, 0.3] + [0.8, 0.1] + [0.5, 0.5, 0.1, math.nan]
+    labels = [1, 1, 1, 0, 0, 0] + [1, 1] + [1, 0, 0, 0]
+    groups = ["a"] * 6 + ["b"] * 2 + ["c"] * 4
+    a, b, c = agreement_by_group(scores, labels, groups, metric="auroc")
+    # a: 0.9 wins 3 pairs, 0.4 and 0.6 win 2 each (both lose to 0.7) -> 7 / 9, with the interval
+    # agreement() gives the group alone
+    alone = agreement(scores[:6], labels[:6])
+    assert (a["group"], a["n"], a["metric"]) == ("a", 6, "auroc")
+    assert a["value"] == pytest.approx(7 / 9) and a["note"] == ""
+    assert (a["low"], a["high"]) == (alone.low, alone.high)
+    # b: every label is 1, no AUROC: skipped and said so
+    assert b["value"] is None and b["low"] is None
+    assert b["note"] == "every label is 1: auroc undefined, skipped"
+    # c: the nan score is dropped; 0.5 vs (0.5, 0.1) = (0.5 + 1) / 2, one item labelled 1
+    assert c["n"] == 3 and c["value"] == pytest.approx(0.75)
+    assert c["low"] is None and "one item" in c["note"]
+
+
+def test_spearman_by_group_by_hand():
+    # ranks 1..4 against tied label ranks 1.5, 1.5, 3.5, 3.5: 4 / (sqrt(5) * 2)
+    rows = agreement_by_group([1, 2, 3, 4], [0, 0, 1, 1], ["g"] * 4, metric="spearman")
+    assert rows[0]["value"] == pytest.approx(2 / math.sqrt(5))
+    flipped = agreement_by_group(
+        [1, 2, 3, 4], [0, 0, 1, 1], ["g"] * 4, metric="spearman", higher_is_better=False
+    )
+    assert flipped[0]["value"] == pytest.approx(-2 / math.sqrt(5))
+    # a resample with one label value has no Spearman: the value stands without an interval
+    assert rows[0]["low"] is None and "no interval" in rows[0]["note"]
+    constant = agreement_by_group([1, 1, 1, 1], [0, 0, 1, 1], ["g"] * 4, metric="spearman")
+    assert constant[0]["value"] is None and "constant scores" in constant[0]["note"]
+    many = agreement_by_group(
+        [0.1, 0.5, 0.9, 0.3] * 10, [-1, 0, 1, 0] * 10, "a" * 40, metric="spearman"
+    )
+    assert many[0]["low"] <= many[0]["value"] <= many[0]["high"]
+
+
+def test_agreement_by_group_names_bad_input():
+    with pytest.raises(ValueError, match="'auroc' or 'spearman'"):
+        agreement_by_group([0.1, 0.2], [1, 0], "ab", metric="accuracy")
+    with pytest.raises(ValueError, match="2 scores but 3 groups"):
+        agreement_by_group([0.1, 0.2], [1, 0], "abc", metric="auroc")

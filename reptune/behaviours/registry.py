@@ -27,7 +27,9 @@ __all__ = [
     "BehaviourSpec",
     "EvalPrompt",
     "EvalPromptsLoader",
+    "GenerationLabels",
     "InstructionWording",
+    "LabelledGenerations",
     "LabelledSet",
     "PairsLoader",
     "PromptsLoader",
@@ -55,6 +57,22 @@ class EvalPrompt(NamedTuple):
 EvalPromptsLoader = Callable[[str, int], list[EvalPrompt]]
 #: ``() -> (prompts, answers, labels)``: labelled answers a behaviour scorer must agree with.
 LabelledSet = Callable[[], tuple[list[str], list[str], list[float]]]
+
+
+class LabelledGenerations(NamedTuple):
+    """Answers the evaluated conditions really generated, labelled by hand: ``answers[i]`` to
+    ``prompts[i]``, made by condition ``conditions[i]``, has behaviour label ``behaviour[i]`` and
+    fluency label ``fluent[i]`` (1 fluent, 0 degenerate)."""
+
+    prompts: list[str]
+    answers: list[str]
+    behaviour: list[float]
+    fluent: list[float]
+    conditions: list[str]
+
+
+#: ``() -> LabelledGenerations``: real answers of each condition the scorers must agree with.
+GenerationLabels = Callable[[], LabelledGenerations]
 
 
 class InstructionWording(Protocol):
@@ -106,6 +124,9 @@ class BehaviourSpec:
             (:data:`EvalPromptsLoader`); None: :attr:`eval_prompts` split in order.
         instruction_candidates: ``() -> {name: wording}`` (:class:`InstructionWording`), the
             prompting wordings chosen among on dev; None: :attr:`instruction` alone.
+        generation_labels: hand-labelled answers of the evaluated conditions
+            (:data:`GenerationLabels`); the behaviour, fluency and degeneracy scorers are
+            validated on them too, per condition; None: only on the labelled sets above.
 
     Example:
         >>> spec = BehaviourSpec("cheerful", pairs, lambda: train, lambda: held, score, "Be glad.")
@@ -121,6 +142,7 @@ class BehaviourSpec:
     behaviour_labels: LabelledSet | None = None
     split_prompts: EvalPromptsLoader | None = None
     instruction_candidates: Callable[[], Mapping[str, InstructionWording]] | None = None
+    generation_labels: GenerationLabels | None = None
 
 
 #: ``options -> spec``: a behaviour whose data comes from run options (file paths, a prompt).

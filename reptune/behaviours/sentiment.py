@@ -2,10 +2,10 @@
 
 The data ship with the package (``reptune/data``): matched contrastive replies whose wording
 differs only in sentiment words, with a fixed train/test split; neutral open prompts for steering
-evaluation; hand-labelled sentences for checking the scorers. Prompts split by topic with hard
-negatives, and the prompting baseline's candidate wordings, come from
-:mod:`~reptune.behaviours.sentiment_prompts`. The scorers need no network:
-:func:`sentiment_score` counts words from a small lexicon with negation handling, and
+evaluation; hand-labelled sentences, and hand-labelled answers of each evaluated condition, for
+checking the scorers. Prompts split by topic with hard negatives, and the prompting baseline's
+candidate wordings, come from :mod:`~reptune.behaviours.sentiment_prompts`. The scorers need no
+network: :func:`sentiment_score` counts words from a small lexicon with negation handling, and
 :func:`model_sentiment_score` reads a model's own judgement (how likely it finds the word
 'positive' rather than 'negative' after the text).
 """
@@ -19,7 +19,7 @@ import torch
 
 from ..io import data_path, read_jsonl
 from ..pairs import ContrastivePair, format_chat
-from .registry import BehaviourSpec, EvalPrompt, register_behaviour
+from .registry import BehaviourSpec, EvalPrompt, LabelledGenerations, register_behaviour
 from .sentiment_prompts import (
     PROMPT_SPLITS,
     InstructionCandidate,
@@ -50,6 +50,7 @@ __all__ = [
     "load_train_prompts",
     "positivity",
     "load_labelled_sentiment",
+    "load_labelled_generations",
     "load_split_prompts",
     "PROMPT_SPLITS",
     "TopicPrompt",
@@ -360,6 +361,23 @@ def load_labelled_sentiment() -> tuple[list[str], list[str], list[float]]:
     return [""] * len(rows), [r["text"] for r in rows], [float(r["label"]) for r in rows]
 
 
+def load_labelled_generations() -> LabelledGenerations:
+    """128 answers of eight evaluated conditions (16 each), labelled by hand for sentiment
+    (-1 / 0 / +1) and fluency (1 fluent, 0 degenerate: loops, broken grammar, gibberish).
+
+    Example:
+        >>> gens = load_labelled_generations()
+        >>> gens.conditions[0], gens.behaviour[0], gens.fluent[0]
+        ('rep-prompt', 0.0, 0.0)
+    """
+    rows = read_jsonl(data_path("sentiment_generations_labelled.jsonl"))
+    return LabelledGenerations(
+        *([r[k] for r in rows] for k in ("prompt", "answer")),
+        *([float(r[k]) for r in rows] for k in ("sentiment", "fluent")),
+        [r["condition"] for r in rows],
+    )
+
+
 def load_split_prompts(split: str, limit: int | None = None) -> list[EvalPrompt]:
     """The topic-disjoint dev or test prompts, each with its hard negative.
 
@@ -383,6 +401,7 @@ SENTIMENT_SPEC = BehaviourSpec(
     POSITIVE_INSTRUCTION,
     behaviour_scorer=_vader,
     behaviour_labels=load_labelled_sentiment,
+    generation_labels=load_labelled_generations,
     split_prompts=load_split_prompts,
     instruction_candidates=load_instruction_candidates,
 )

@@ -210,7 +210,23 @@ def _validation_lines(res: Mapping) -> list[str]:
             f"{_num(row['value'])} [{_num(row['low'])}, {_num(row['high'])}] vs chance "
             f"{_num(row['bar'])}, n={row['n']}: {verdict}."
         )
+        if row.get("by_condition"):
+            lines.append(_by_condition_line(row))
     return lines
+
+
+def _by_condition_line(row: Mapping) -> str:
+    """A validation row's metric per condition: value [interval] (n), or why it is missing."""
+    parts = []
+    for c in row["by_condition"]:
+        if c["value"] is None:
+            parts.append(f"{c['condition']}: {c['note']} (n={c['n']})")
+        elif c["low"] is None:
+            parts.append(f"{c['condition']} {_num(c['value'])} (n={c['n']}; {c['note']})")
+        else:
+            interval = f"[{_num(c['low'])}, {_num(c['high'])}]"
+            parts.append(f"{c['condition']} {_num(c['value'])} {interval} (n={c['n']})")
+    return f"  - {row['metric']} by condition: " + "; ".join(parts) + "."
 
 
 def _share_rows(ev: Mapping) -> list[dict]:

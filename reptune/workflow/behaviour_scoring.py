@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 import torch
 
@@ -33,6 +34,8 @@ from ..evaluation.scorers import (
     PromptRankRelevance,
     RepeatedNgramRate,
     Scorer,
+    agreement,
+    agreement_by_group,
     check_pairs,
     validate_scorer,
 )
@@ -256,14 +259,62 @@ def _checkable(relevance: PromptRankRelevance) -> PromptRankRelevance:
     )
 
 
+def _load_generations(spec):
+    """``spec.generation_labels()`` (None without), checked before any scorer runs."""
+    if spec.generation_labels is None:
+        return None
+    gens = spec.generation_labels()
+    for what, labels in (("behaviour", gens.behaviour), ("fluent", gens.fluent)):
+        if len(set(labels)) < 2:
+            raise ValueError(
+                f"{spec.name}'s generation_labels have a single {what} label value: agreement "
+                "needs two or more; label more varied answers or leave generation_labels unset"
+            )
+    return gens
+
+
+def _generation_rows(scorers: SectionScorers, name: str, gens) -> list[dict]:
+    """Rows for labelled generations (set ``"<behaviour> generations"``): the behaviour scorer
+    and the self-judge against the behaviour labels, fluency and degeneracy against the fluent
+    labels; each row with its metric per condition (``by_condition``, sorted by name)."""
+    checks = [("behaviour", scorers.behaviour, gens.behaviour)]
+    if scorers.self_judge is not None:
+        checks.append(("self_judge", scorers.self_judge, gens.behaviour))
+    for column, scorer in (
+        ("fluency", scorers.fluency),
+        ("judge_probability", scorers.nll),
+        ("distinct_2", scorers.distinct),
+        ("repeated_3gram", scorers.repeated),
+    ):
+        checks.append((column, scorer, gens.fluent))
+    rows = []
+    for column, scorer, labels in checks:
+        scores, better = scorer.score(gens.prompts, gens.answers), scorer.higher_is_better
+        result = agreement(scores, labels, higher_is_better=better, scorer=scorer.name)
+        groups = agreement_by_group(
+            scores, labels, gens.conditions, metric=result.metric, higher_is_better=better
+        )
+        by_condition = [
+            {"condition": g.pop("group"), **g} for g in sorted(groups, key=itemgetter("group"))
+        ]
+        set_name = f"{name} generations"
+        rows.append(
+            {"column": column, "set": set_name, **result.as_dict(), "by_condition": by_condition}
+        )
+    return rows
+
+
 def validate_section(scorers: SectionScorers, spec) -> list[dict]:
     """Each scorer's agreement with labels (one row each, with its 95% interval): the behaviour
     scorer (and the self-judge) on the behaviour's labelled set, fluency and degeneracy on the
-    shipped fluency set, relevance on matched vs swapped prompts of fluent answers.
+    shipped fluency set, relevance on matched vs swapped prompts of fluent answers; with
+    ``spec.generation_labels``, also the behaviour, fluency and degeneracy scorers on real
+    answers of the evaluated conditions, per condition too.
 
     Example:
         >>> rows = validate_section(scorers, spec)
     """
+    generations = _load_generations(spec)
     fluency = read_jsonl(data_path("fluency_labelled.jsonl"))
     fl_sets = ([r["prompt"] for r in fluency], [r["answer"] for r in fluency])
     fl_labels = [float(r["label"]) for r in fluency]
@@ -285,12 +336,14 @@ def validate_section(scorers: SectionScorers, spec) -> list[dict]:
         rows.append({"column": column, "set": labelled_set, **result.as_dict()})
     if spec.behaviour_labels is None:
         rows.insert(0, {"column": "behaviour", "set": None, "scorer": scorers.behaviour.name})
+    if generations is not None:
+        rows += _generation_rows(scorers, spec.name, generations)
     return rows
 
 
 def headline_axes(validation: Sequence[Mapping]) -> tuple[str, ...]:
-    """The axes whose scorer agrees with its labels (a scorer without a labelled set stays in,
-    reported as not validated); raises when no axis is left.
+    """The axes whose scorer agrees with its labels on every labelled set it has (a scorer
+    without a labelled set stays in, reported as not validated); raises when no axis is left.
 
     Example:
         >>> headline_axes([{"column": "fluency", "passes": False}, ...])

@@ -159,10 +159,12 @@ def extract_behaviour_vectors(run: BehaviourRun) -> dict:
 def validate_scorers(run: BehaviourRun) -> list[dict]:
     """Each scorer's agreement with its labelled set (a cheap stage, once per run); the axes
     whose scorer agrees make the headline harmonic mean from here on."""
+    generations = run.spec.generation_labels
+    labelled = len(generations().answers) if generations else 0  # new labels: validate again
     rows = run.stages.run(
         f"{run.name}_scorers",
         lambda: validate_section(run.scorers, run.spec),
-        run.settings | {"scorers": run.scorers.names()},
+        run.settings | {"scorers": run.scorers.names(), "labelled_generations": labelled},
     )
     run.scorers.headline = headline_axes(rows)
     run.settings = run.settings | {"headline": list(run.scorers.headline)}

@@ -10,7 +10,8 @@ judge, for report columns), an ``axis`` ("behaviour", "fluency", "relevance"),
 - fluency: :class:`JudgeNLL` (per-token NLL under a judge LM of another family),
   :class:`DistinctN`, :class:`RepeatedNgramRate`; :class:`AxBenchJudge` (aspect "fluency");
 - relevance: :class:`PromptRankRelevance`; :class:`AxBenchJudge` (aspect "instruction");
-- validation: :func:`validate_scorer`, :func:`agreement`, :func:`headline_scorers`.
+- validation: :func:`validate_scorer`, :func:`agreement` (per group:
+  :func:`agreement_by_group`), :func:`headline_scorers`.
 
 Example:
     >>> from reptune.evaluation.scorers import DistinctN
@@ -37,6 +38,7 @@ from .vader import VADER_INSTALL, VaderSentiment
 from .validation import (
     Agreement,
     agreement,
+    agreement_by_group,
     auroc,
     headline_scorers,
     require_agreement,
@@ -70,6 +72,7 @@ __all__ = [
     "PromptRankRelevance",
     "Agreement",
     "agreement",
+    "agreement_by_group",
     "auroc",
     "validate_scorer",
     "headline_scorers",

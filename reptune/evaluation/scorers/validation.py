@@ -13,7 +13,8 @@ The metric follows the labels:
 **Headline rule**: a scorer *agrees* when the interval's lower bound lies above the chance bar
 (``low > bar``). A scorer that does not agree must not enter a headline: :func:`headline_scorers`
 drops it and :func:`require_agreement` raises. Scores are flipped for scorers where lower is
-better; ``nan`` scores are dropped and counted.
+better; ``nan`` scores are dropped and counted. :func:`agreement_by_group` breaks the same metric
+down by group (e.g. by the condition that generated each answer).
 
 Example:
     >>> result = agreement([0.9, 0.8, 0.7, 0.2, 0.1, 0.3] * 5, [1, 1, 1, 0, 0, 0] * 5)
@@ -24,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -36,6 +38,7 @@ from .base import Scorer
 __all__ = [
     "Agreement",
     "agreement",
+    "agreement_by_group",
     "validate_scorer",
     "headline_scorers",
     "require_agreement",
@@ -113,6 +116,16 @@ def _bootstrap(data, statistic, paired, confidence, seed, vectorized):
     return float(ci.low), float(ci.high)
 
 
+def _oriented(scores, labels, higher_is_better: bool):
+    """Scores flipped so higher is better, with their labels; ``nan`` scores dropped, counted."""
+    if len(scores) != len(labels):
+        raise ValueError(f"got {len(scores)} scores but {len(labels)} labels")
+    s = np.asarray(scores, dtype=float) * (1.0 if higher_is_better else -1.0)
+    y = np.asarray(labels, dtype=float)
+    keep = ~np.isnan(s)
+    return s[keep], y[keep], int((~keep).sum())
+
+
 def agreement(
     scores: Sequence[float],
     labels: Sequence[float],
@@ -130,12 +143,7 @@ def agreement(
         >>> agreement([0.1, 0.5, 0.9] * 10, [-1, 0, 1] * 10).metric
         'spearman'
     """
-    if len(scores) != len(labels):
-        raise ValueError(f"got {len(scores)} scores but {len(labels)} labels")
-    s = np.asarray(scores, dtype=float) * (1.0 if higher_is_better else -1.0)
-    y = np.asarray(labels, dtype=float)
-    keep = ~np.isnan(s)
-    s, y, dropped = s[keep], y[keep], int((~keep).sum())
+    s, y, dropped = _oriented(scores, labels, higher_is_better)
     levels = np.unique(y)
     if len(levels) < 2:
         raise ValueError("labels need at least two different values to measure agreement")
@@ -159,6 +167,69 @@ def agreement(
     low, high = wilson_interval(correct, len(s), confidence)
     majority = max((y == levels[1]).mean(), (y == levels[0]).mean())
     return Agreement("accuracy", correct / len(s), low, high, bar=float(majority), **common)
+
+
+def agreement_by_group(
+    scores: Sequence[float],
+    labels: Sequence[float],
+    groups: Sequence[str],
+    *,
+    metric: str,
+    higher_is_better: bool = True,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> list[dict]:
+    """:func:`agreement`'s ``metric`` (``"auroc"`` or ``"spearman"``) within each group, in the
+    order groups first appear: one dict each with ``group``, ``n`` (scored items), ``metric``,
+    ``value``, ``low``, ``high`` and ``note``; None where not computable, and the note says why.
+
+    A group whose labels all share one value has no AUROC or Spearman: it is skipped. The
+    interval is :func:`agreement`'s bootstrap; where a label value has one item (AUROC) or a
+    resample has no Spearman (one label value or constant scores), the value comes without one.
+
+    Example:
+        >>> rows = agreement_by_group([3, 1, 2, 2], [1, 0, 1, 1], "aabb", metric="auroc")
+        >>> rows[0]["value"], rows[1]["note"]
+        (1.0, 'every label is 1: auroc undefined, skipped')
+    """
+    if metric not in ("auroc", "spearman"):
+        raise ValueError(f"metric must be 'auroc' or 'spearman' per group, got {metric!r}")
+    if len(groups) != len(scores):
+        raise ValueError(f"got {len(scores)} scores but {len(groups)} groups")
+    rows = []
+    for group in dict.fromkeys(groups):
+        members = [i for i, g in enumerate(groups) if g == group]
+        s, y, _ = _oriented(
+            [scores[i] for i in members], [labels[i] for i in members], higher_is_better
+        )
+        rows.append({"group": group, **_group_agreement(s, y, metric, confidence, seed)})
+    return rows
+
+
+def _group_agreement(s, y, metric: str, confidence: float, seed: int) -> dict:
+    row = {"n": len(s), "metric": metric, "value": None, "low": None, "high": None, "note": ""}
+    levels = np.unique(y)
+    if len(levels) < 2:
+        what = f"every label is {levels[0]:g}" if len(levels) else "no scored item"
+        return row | {"note": f"{what}: {metric} undefined, skipped"}
+    if metric == "auroc" and len(levels) != 2:
+        raise ValueError(f"auroc needs two label values, got {levels.tolist()}")
+    by_rank = metric == "auroc"
+    data = (s[y == levels[1]], s[y == levels[0]]) if by_rank else (s, y)
+    statistic = auroc if by_rank else _spearman
+    with warnings.catch_warnings():  # constant inputs and degenerate resamples give nan
+        warnings.simplefilter("ignore")
+        value = float(statistic(*data))
+        if math.isnan(value):
+            return row | {"note": f"constant scores: {metric} undefined"}
+        try:
+            low, high = _bootstrap(data, statistic, not by_rank, confidence, seed, by_rank)
+        except ValueError:  # scipy cannot resample a sample of one item
+            return row | {"value": value, "note": "a label value has one item: no interval"}
+    if math.isnan(low) or math.isnan(high):
+        note = f"some resamples have one label value or constant scores, so no {metric}"
+        return row | {"value": value, "note": f"{note}: no interval"}
+    return row | {"value": value, "low": low, "high": high}
 
 
 def validate_scorer(
