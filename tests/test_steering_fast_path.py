@@ -118,6 +118,14 @@ def test_cached_product_follows_in_place_changes():
     assert add(h, mask, None).tolist() == [[[2.0, 4.0]], [[6.0, 12.0]]]
     add.vector = torch.tensor([0.0, 1.0])
     assert add(h, mask, None).tolist() == [[[0.0, 1.0]], [[0.0, 3.0]]]
+    add.coefficient = 2.0  # a new float, then another batch size and dtype
+    assert add(h, mask, None).tolist() == [[[0.0, 2.0]], [[0.0, 2.0]]]
+    add.coefficient = 0.5
+    one = torch.zeros(1, 1, 2, dtype=torch.float64)
+    out = add(one, mask[:1], None)
+    assert out.dtype == torch.float64 and out.tolist() == [[[0.0, 0.5]]]
+    add.vector.add_(1.0)  # in place, while the scalar coefficient stays
+    assert add(one, mask[:1], None).tolist() == [[[0.5, 1.0]]]
 
 
 def test_gradient_reaches_the_vector_on_every_call():
