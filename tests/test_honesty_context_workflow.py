@@ -36,9 +36,30 @@ def test_choose_sweep_picks_on_dev_rows():
         {"coefficient": 0.5, "condition": "lying", "honest_rate": 0.8, "contradict_rate": 0.1},
         {"coefficient": 1.0, "condition": "lying", "honest_rate": 0.8, "contradict_rate": 0.0},
     ]
-    assert choose_sweep(rows) == {"dishonest": -0.5, "honest": 0.5}
+    # The fewest honest answers without a persona: the strongest push here.
+    assert choose_sweep(rows) == {"dishonest": -1.0, "honest": 0.5}
+    # A push whose answers are repetition is left out; ties in honesty go to contradictions,
+    # then to the weaker push.
+    rows[0]["repeated"], rows[1]["repeated"] = 0.6, 0.1
+    assert choose_sweep(rows, max_repeated=0.2)["dishonest"] == -0.5
+    rows.append({"coefficient": -0.25, "condition": "none", "honest_rate": 0.4,
+                 "contradict_rate": 0.3, "repeated": 0.0})  # fmt: skip
+    assert choose_sweep(rows, max_repeated=0.2)["dishonest"] == -0.25
+    rows[-1]["contradict_rate"] = 0.1
+    assert choose_sweep(rows, max_repeated=0.2)["dishonest"] == -0.5
+    assert choose_sweep(rows, max_repeated=0.0)["dishonest"] == -0.25  # the only one kept
+    # No push keeps its answers text: the weakest one.
+    rows[-1]["repeated"] = 0.5
+    assert choose_sweep(rows, max_repeated=0.05)["dishonest"] == -0.25
     with pytest.raises(ValueError, match="negative and positive"):
-        choose_sweep(rows[2:])
+        choose_sweep(rows[2:4])
+    # The report says how the choice was made, from the sweep's own record.
+    from reptune.reporting.honesty_context import _dishonest_criterion
+
+    text = _dishonest_criterion({"rows": rows, "max_repeated": 0.2})
+    assert "at most 20% of their words" in text and "-1, -0.25 left out" in text
+    text = _dishonest_criterion({"rows": rows, "max_repeated": 0.05})
+    assert text.startswith("no push kept its answers below 5%")
 
 
 def test_context_rows_answer_honestly_or_with_the_first_wrong_answer():

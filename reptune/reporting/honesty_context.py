@@ -72,6 +72,26 @@ def _perplexity_sentence(results: dict, limit: float = 0.10) -> str:
     )
 
 
+def _dishonest_criterion(sweep: dict) -> str:
+    """How the dishonest coefficient was chosen, from the sweep's own record."""
+    guard = sweep.get("max_repeated")
+    if guard is None:
+        return "fewest honest answers without a persona, then most contradictions"
+    neg = [r for r in sweep["rows"] if r["coefficient"] < 0 and r["condition"] == "none"]
+    kept = [r for r in neg if r.get("repeated", 0.0) <= guard]
+    if not kept:
+        return (
+            f"no push kept its answers below {guard:.0%} of words in repeated 3-grams, so the "
+            "weakest one"
+        )
+    dropped = sorted(r["coefficient"] for r in neg if r not in kept)
+    left_out = f"; {', '.join(f'{c:g}' for c in dropped)} left out" if dropped else ""
+    return (
+        f"fewest honest answers without a persona, then most contradictions, among pushes whose "
+        f"answers repeat at most {guard:.0%} of their words in repeated 3-grams{left_out}"
+    )
+
+
 def acceptance_sentences(results: dict) -> list[str]:
     """One sentence per acceptance check, written from ``results`` (test facts only).
 
@@ -155,7 +175,7 @@ def context_honesty_report(results: dict, hargs, margs, stages) -> Report:
     report.section(
         "Steering sweep (dev facts)",
         f"Coefficients in {describe_unit(results['coefficient_unit'])}. Chosen: dishonest "
-        f"{sweep['chosen']['dishonest']:g} (most contradictions without a persona), honest "
+        f"{sweep['chosen']['dishonest']:g} ({_dishonest_criterion(sweep)}), honest "
         f"{sweep['chosen']['honest']:g} (most honest answers under the lying persona).",
     ).add_table("sweep", sweep["rows"])
     for row in results["evaluate"]["rows"]:

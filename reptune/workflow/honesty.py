@@ -90,6 +90,13 @@ class HonestyArguments:
         default_factory=lambda: [-0.5, -0.25, 0.0, 0.25, 0.5],
         metadata={"help": "coefficients of the dev sweep, in the training coefficient_unit"},
     )
+    sweep_max_repeated: float = field(
+        default=0.2,
+        metadata={
+            "help": "context paradigm: the dishonesty coefficient is chosen among pushes whose dev "
+            "answers repeat at most this share of their words (in repeated 3-grams)"
+        },
+    )
     sweep_ablate: bool = field(
         default=True, metadata={"help": "add the ablated direction to the dev sweep"}
     )
@@ -243,7 +250,7 @@ def stage_settings(hargs: HonestyArguments, margs, targs) -> dict[str, dict]:
     layers = vectors | pick("steer_layers", "num_rep_layers") | {"rep_layers": targs.rep_layers}
     sweep = layers | pick("sweep_coefficients", "sweep_ablate") | {"unit": targs.coefficient_unit}
     if hargs.paradigm == "context":
-        sweep |= pick("context_new_tokens")
+        sweep |= pick("context_new_tokens", "sweep_max_repeated")
     train = layers | {
         "train": targs.to_dict(),
         "dev": pick("dev_text", "max_perplexity_increase", "select_every"),

@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 from ..behaviours.honesty.claims import DISHONEST_PERSONA, HONEST_PERSONA
@@ -20,6 +21,7 @@ from ..behaviours.honesty.context import (
     open_question,
     split_context_facts,
 )
+from ..evaluation.scorers.degeneracy import RepeatedNgramRate
 from ..extract import extract_vectors
 from ..io import read_json, resolve_data, write_json
 from ..steering import SteeredModel
@@ -166,21 +168,26 @@ def extract_and_choose_layer(run: ContextRun) -> dict:
     return info
 
 
-def choose_sweep(rows: list[dict]) -> dict:
+def choose_sweep(rows: list[dict], max_repeated: float | None = None) -> dict:
     """From dev sweep rows (``coefficient``, ``condition``, ``honest_rate``,
-    ``contradict_rate``): the dishonest coefficient (negative; most contradictions without a
-    persona, ties to the weaker push) and the honest one (positive; most honest answers under
-    the lying persona, ties to the weaker push).
+    ``contradict_rate``, optionally ``repeated``): the dishonest coefficient (negative; the
+    fewest honest answers without a persona, then the most contradictions, ties to the weaker
+    push) among the pushes whose answers stay text (mean share of words in repeated 3-grams at
+    most ``max_repeated``; the weakest push when none does), and the honest one (positive; most
+    honest answers under the lying persona, ties to the weaker push).
 
     Example:
-        >>> choose_sweep(rows)
+        >>> choose_sweep(rows, max_repeated=0.2)
         {'dishonest': -0.5, 'honest': 0.25}
     """
     neg = [r for r in rows if r["coefficient"] < 0 and r["condition"] == "none"]
     pos = [r for r in rows if r["coefficient"] > 0 and r["condition"] == "lying"]
     if not neg or not pos:
         raise ValueError("sweep_coefficients needs negative and positive values for the context")
-    dishonest = max(neg, key=lambda r: (r["contradict_rate"], r["coefficient"]))
+    if max_repeated is not None:
+        kept = [r for r in neg if r.get("repeated", 0.0) <= max_repeated]
+        neg = kept or [max(neg, key=lambda r: r["coefficient"])]
+    dishonest = min(neg, key=lambda r: (r["honest_rate"], -r["contradict_rate"], -r["coefficient"]))
     honest = max(pos, key=lambda r: (r["honest_rate"], -r["coefficient"]))
     return {"dishonest": dishonest["coefficient"], "honest": honest["coefficient"]}
 
@@ -196,8 +203,11 @@ def sweep_dev(run: ContextRun, answers) -> dict:
             conditions = ("none",) if coef < 0 else ("lying",) if coef > 0 else ("none", "lying")
             res = answers(run.steered(run.model, coef), run.dev, conditions)
             for cond, r in res.items():
-                rows.append({"coefficient": coef, "condition": cond} | _rates(r))
-        return {"rows": rows, "chosen": choose_sweep(rows)}
+                repeated = RepeatedNgramRate(3).score([""] * len(r["texts"]), r["texts"])
+                share = sum(0.0 if math.isnan(x) else x for x in repeated) / max(1, len(repeated))
+                rows.append({"coefficient": coef, "condition": cond, "repeated": share} | _rates(r))
+        guard = run.hargs.sweep_max_repeated
+        return {"rows": rows, "chosen": choose_sweep(rows, guard), "max_repeated": guard}
 
     info = run.stages.run("sweep", sweep, run.settings["sweep"])
     run.best_coefficient = info["chosen"]["dishonest"]
