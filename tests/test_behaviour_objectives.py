@@ -226,3 +226,21 @@ def test_the_prompt_target_reads_the_chosen_wording_as_prompting_does():
     both = InstructionCandidate("both", "Be warm.", "{prompt} Please.")
     with pytest.raises(ValueError, match="both a system prompt and a user template"):
         objectives.prompt_target_settings(both)
+
+
+def test_section_without_references_or_self_judge_still_reports(tmp_path):
+    """reference_prompts=0 skips KL and cosines, self_judge=False drops its column, and the
+    report renders without them."""
+    bargs, margs, targs = _toy_section(
+        tmp_path, reference_prompts=0, self_judge=False, eval_batch_size=3,
+        learned_objectives=[], robustness_multiples=[],
+    )  # fmt: skip
+    material = run_behaviour(bargs, margs, targs, StageRunner(tmp_path / "run"))
+    evaluated = material["evaluated"]
+    assert evaluated["kl"] == {} and evaluated["cosines"] == {}
+    assert evaluated["reference_prompts"] == 0
+    assert "self_judge" not in evaluated["scores"] and "self_judge" not in evaluated["scorers"]
+    assert {r["model"] for r in evaluated["perplexity"]} >= {"base", "steered"}
+    report = Report("t")
+    add_behaviour_section(report, material)
+    assert report.sections

@@ -167,6 +167,20 @@ class BehaviourArguments:
             "help": "test prompts of the generation-time projections and the PCA view (0 = off)"
         },
     )
+    eval_batch_size: int = field(
+        default=64, metadata={"help": "test prompts generated at once (greedy and sampled)"}
+    )
+    reference_prompts: int | None = field(
+        default=None,
+        metadata={
+            "help": "test prompts of the KL-to-steered and target-cosine references (None = all, "
+            "0 = skip them; perplexity always runs)"
+        },
+    )
+    self_judge: bool = field(
+        default=True,
+        metadata={"help": "score the untuned model's own judgement as an extra column"},
+    )
     perplexity_window: int = field(default=128, metadata={"help": "perplexity window (tokens)"})
     perplexity_stride: int = field(default=64, metadata={"help": "perplexity stride (tokens)"})
 

@@ -21,12 +21,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..behaviours.sentiment import load_heldout_text
 from ..evaluation.ab.scoring import generate_texts, with_coefficient
+from ..evaluation.open_ended.quality import next_token_kl
 from ..evaluation.paired import compare_family, shift_ratio
 from ..evaluation.stats import mean_interval, minimum_detectable_effect
 from ..pairs import format_chat
 from ..steering import SteeredModel
 from .behaviour_tuning import seed_dir
+from .measure import perplexity_rows, target_cosines
 from .variants import load_variant
 
 __all__ = [
@@ -38,6 +41,7 @@ __all__ = [
     "compare_conditions",
     "summary_rows",
     "bound_steered",
+    "reference_measures",
 ]
 
 #: The references every condition is compared with, in the order of the report's tables.
@@ -103,7 +107,10 @@ def _answers(run, condition: Condition, seed: int, texts: list[str]) -> list[lis
         if condition.coefficient is None
         else torch.full((len(texts),), float(condition.coefficient))
     )
-    common = dict(coefficients=coefs, max_new_tokens=run.bargs.new_tokens, batch_size=32)
+    bargs = run.bargs
+    common = dict(
+        coefficients=coefs, max_new_tokens=bargs.new_tokens, batch_size=bargs.eval_batch_size
+    )
     runs = [generate_texts(model, run.tok, texts, **common)]
     for k in range(run.bargs.samples):
         runs.append(
@@ -206,3 +213,36 @@ def summary_rows(scores: Mapping[str, Mapping[str, object]], names: Sequence[str
 def bound_steered(run):
     """The steered model bound to the chosen coefficient (for KL and perplexity)."""
     return with_coefficient(run.steered(), torch.tensor(float(run.coefficient)))
+
+
+def reference_measures(run, tuned: dict, steered_texts: list[str]) -> dict:
+    """KL to the steered model along its greedy test answers and target cosines on the first
+    ``reference_prompts`` test prompts (all when None; none when 0), and perplexity on held-out
+    text (first seed of each variant).
+
+    Example:
+        >>> refs = reference_measures(run, tuned, steered_answers)
+    """
+    base, tok, bargs = run.base, run.tok, run.bargs
+    n = len(run.test) if bargs.reference_prompts is None else bargs.reference_prompts
+    test = run.test[:n]
+    bound = bound_steered(run)
+    kl, cosines = {}, {}
+    if test:
+        chat = [format_chat(tok, p) for p in test]
+        compared = {"base": base, **tuned}
+        for cname, values in next_token_kl(bound, compared, tok, chat, steered_texts[:n]).items():
+            m = mean_interval(values)
+            kl[cname] = {"kl_to_steered": m.value, "kl_low": m.low, "kl_high": m.high}
+        probe = [{"prompt": p} for p in test]
+        cosines = {
+            c: target_cosines(m, tok, run.vecs, probe, [run.layer], "all")[run.layer]
+            for c, m in compared.items()
+        }
+    models = {"base": (base, tok), "steered": (bound, tok)} | {
+        v: (m, tok) for v, m in tuned.items()
+    }
+    ppl = perplexity_rows(
+        models, load_heldout_text(), bargs.perplexity_window, bargs.perplexity_stride
+    )
+    return {"kl": kl, "perplexity": ppl, "cosines": cosines, "reference_prompts": len(test)}

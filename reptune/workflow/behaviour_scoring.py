@@ -167,9 +167,11 @@ class SectionScorers:
         *,
         n_other_prompts: int = 2,
         answer_tokens: int | None = 32,
+        self_judge: bool = True,
     ) -> SectionScorers:
         """Scorers for behaviour ``spec``; without an independent behaviour scorer the spec's
-        own score function under the untuned model stands in (labelled as such)."""
+        own score function under the untuned model stands in (labelled as such). With
+        ``self_judge`` that own score is one more column beside an independent scorer."""
         own = OwnScore(spec, base, tok)
         independent = spec.behaviour_scorer is not None
         behaviour = (
@@ -190,7 +192,7 @@ class SectionScorers:
             relevance=relevance,
             distinct=DistinctN(2),
             repeated=RepeatedNgramRate(3),
-            self_judge=own if independent else None,
+            self_judge=own if independent and self_judge else None,
             independent_behaviour=independent,
         )
 

@@ -19,9 +19,7 @@ import torch
 
 from ..behaviours import BehaviourSpec
 from ..behaviours.registry import EvalPrompt
-from ..behaviours.sentiment import load_heldout_text
 from ..evaluation.ab.scoring import generate_texts
-from ..evaluation.open_ended.quality import next_token_kl
 from ..evaluation.stats import mean_interval
 from ..extract import extract_vectors
 from ..io import read_jsonl, write_jsonl
@@ -30,8 +28,8 @@ from ..steering import SteeredModel
 from ..vectors import SteeringVectors
 from .behaviour_evaluate import (
     answer_and_score,
-    bound_steered,
     compare_conditions,
+    reference_measures,
     section_conditions,
     summary_rows,
 )
@@ -39,7 +37,6 @@ from .behaviour_objectives import compare_at_matched_fluency
 from .behaviour_robustness import run_robustness
 from .behaviour_scoring import SectionScorers, headline_axes, load_judge, validate_section
 from .behaviour_tuning import STEPS, VARIANTS, tune_variants
-from .measure import perplexity_rows, target_cosines
 from .select import best_layer, choose_best, heldout_separation, split_dev_test
 from .stages import StageRunner
 from .variants import load_variant, steered_rows
@@ -131,6 +128,7 @@ class BehaviourRun:
             hard,
             n_other_prompts=self.bargs.relevance_others,
             answer_tokens=self.bargs.judge_answer_tokens,
+            self_judge=self.bargs.self_judge,
         )
 
     def steered(self, **kwargs) -> SteeredModel:
@@ -287,31 +285,6 @@ def tune_behaviour_variants(run: BehaviourRun) -> dict:
     return tune_variants(run)
 
 
-def _references(run: BehaviourRun, tuned: dict, steered_texts: list[str]) -> dict:
-    """KL to the steered model along its greedy test answers, perplexity and target cosines
-    (first seed of each variant)."""
-    base, tok, bargs, test = run.base, run.tok, run.bargs, run.test
-    bound = bound_steered(run)
-    chat = [format_chat(tok, p) for p in test]
-    kl = {}
-    compared = {"base": base, **tuned}
-    for cname, values in next_token_kl(bound, compared, tok, chat, steered_texts).items():
-        m = mean_interval(values)
-        kl[cname] = {"kl_to_steered": m.value, "kl_low": m.low, "kl_high": m.high}
-    models = {"base": (base, tok), "steered": (bound, tok)} | {
-        v: (m, tok) for v, m in tuned.items()
-    }
-    ppl = perplexity_rows(
-        models, load_heldout_text(), bargs.perplexity_window, bargs.perplexity_stride
-    )
-    probe = [{"prompt": p} for p in test]
-    cosines = {
-        c: target_cosines(m, tok, run.vecs, probe, [run.layer], "all")[run.layer]
-        for c, m in {"base": base, **tuned}.items()
-    }
-    return {"kl": kl, "perplexity": ppl, "cosines": cosines}
-
-
 def evaluate_conditions(run: BehaviourRun) -> dict:
     """Every condition on the test prompts (test only): score tables of every column, the
     per-condition summary, the declared paired comparisons, KL to the steered model, perplexity,
@@ -336,7 +309,7 @@ def evaluate_conditions(run: BehaviourRun) -> dict:
         return {
             "summary": summary_rows(tables["scores"], names),
             **stats,
-            **_references(run, tuned, [a[0][0] for a in tables["answers"]["steered"]]),
+            **reference_measures(run, tuned, [a[0][0] for a in tables["answers"]["steered"]]),
             **tables,
             "examples": examples,
             "scorers": run.scorers.names(),
