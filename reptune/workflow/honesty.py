@@ -91,7 +91,7 @@ class HonestyArguments:
         metadata={"help": "coefficients of the dev sweep, in the training coefficient_unit"},
     )
     sweep_max_repeated: float = field(
-        default=0.2,
+        default=0.1,
         metadata={
             "help": "context paradigm: the dishonesty coefficient is chosen among pushes whose dev "
             "answers repeat at most this share of their words (in repeated 3-grams)"
