@@ -359,39 +359,9 @@ class RepTuneConfig(TrainingArguments):
         super().__post_init__()
 
     def _check_prompt_target(self) -> None:
-        c = self.steer_coefficient
-        if c is not None and (
-            isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c)
-        ):
-            raise ValueError(f"steer_coefficient must be a finite number, got {c!r}")
-        if self.target_instruction_mode not in ("system", "prefix", "template"):
-            raise ValueError(
-                f"target_instruction_mode must be 'system', 'prefix' or 'template', got "
-                f"{self.target_instruction_mode!r}"
-            )
-        if self.rep_target != "prompt":
-            for name in ("target_instruction", "target_examples"):
-                if getattr(self, name) is not None:
-                    raise ValueError(
-                        f"{name} is only used with rep_target='prompt': drop it or set "
-                        "rep_target='prompt'"
-                    )
-            return
-        if not isinstance(self.target_instruction, str) or not self.target_instruction.strip():
-            raise ValueError(
-                "rep_target='prompt' needs target_instruction: the behaviour instruction the "
-                "frozen model sees in context (e.g. 'Answer in a cheerful tone.')"
-            )
-        from .prompt_target import check_instruction
+        from .prompt_target import check_prompt_target_settings
 
-        check_instruction(
-            self.target_instruction, self.target_instruction_mode, self.target_examples or ()
-        )
-        if self.retain_weight > 0:
-            raise ValueError(
-                "rep_target='prompt' takes its reference pass on the prompted input, so it "
-                "cannot feed the retain term: set retain_weight=0"
-            )
+        check_prompt_target_settings(self)
 
     def rep_settings(self) -> dict[str, Any]:
         """The reptune fields as JSON-ready values (vector objects become a description)."""

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ __all__ = [
     "INSTRUCTION_MODES",
     "PROMPT_TARGET_KEYS",
     "check_instruction",
+    "check_prompt_target_settings",
     "PromptTargetCollator",
     "instructed_chat",
     "instructed_row",
@@ -75,6 +77,46 @@ def check_instruction(instruction: Any, mode: Any, examples: Any = ()) -> None:
                 f"each example exchange must be a (user, assistant) pair of non-empty texts, got "
                 f"{pair!r}"
             )
+
+
+def check_prompt_target_settings(config) -> None:
+    """Raise ValueError naming what is wrong with a config's prompt-target settings
+    (``steer_coefficient``, ``target_instruction``, its mode and examples, ``retain_weight``).
+
+    Example:
+        >>> check_prompt_target_settings(RepTuneConfig(output_dir="x"))
+    """
+    c = config.steer_coefficient
+    if c is not None and (
+        isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c)
+    ):
+        raise ValueError(f"steer_coefficient must be a finite number, got {c!r}")
+    if config.target_instruction_mode not in INSTRUCTION_MODES:
+        raise ValueError(
+            f"target_instruction_mode must be 'system', 'prefix' or 'template', got "
+            f"{config.target_instruction_mode!r}"
+        )
+    if config.rep_target != "prompt":
+        for name in ("target_instruction", "target_examples"):
+            if getattr(config, name) is not None:
+                raise ValueError(
+                    f"{name} is only used with rep_target='prompt': drop it or set "
+                    "rep_target='prompt'"
+                )
+        return
+    if not isinstance(config.target_instruction, str) or not config.target_instruction.strip():
+        raise ValueError(
+            "rep_target='prompt' needs target_instruction: the behaviour instruction the "
+            "frozen model sees in context (e.g. 'Answer in a cheerful tone.')"
+        )
+    check_instruction(
+        config.target_instruction, config.target_instruction_mode, config.target_examples or ()
+    )
+    if config.retain_weight > 0:
+        raise ValueError(
+            "rep_target='prompt' takes its reference pass on the prompted input, so it "
+            "cannot feed the retain term: set retain_weight=0"
+        )
 
 
 def instructed_row(
