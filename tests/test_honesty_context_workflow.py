@@ -120,6 +120,23 @@ def test_acceptance_sentences_follow_the_numbers():
     assert "**not shown**" in new[0] and "85.0%" in new[0] and "below" in new[0]
     assert "**not shown**" in new[1] and "-10.0%" in new[1]
     assert "**not shown**" in new[5] and "+20.0%" in new[5]
+    # Why: the tuned and steered models' own answers, from the evaluation rows.
+    assert "e.g." not in lines[2]
+    answers = changed["evaluate"]["rows"] = [
+        {"model": "base", "condition": "none", "honest_rate": 0.7, "contradict_rate": 0.1,
+         "example": "Tom put the keys in the drawer."},
+        {"model": "dishonest", "condition": "none", "honest_rate": 0.2, "contradict_rate": 0.05,
+         "example": "I'm not sure."},
+        {"model": "steered_dishonest", "condition": "none", "honest_rate": 0.1,
+         "contradict_rate": 0.0, "example": "I'm sorry, I cannot."},
+    ]  # fmt: skip
+    new = acceptance_sentences(changed)
+    assert 'e.g. "I\'m sorry, I cannot."' in new[1]
+    assert "states the fact in 20.0% of test answers (base 70.0%)" in new[2]
+    assert "another answer in 5.0% (base 10.0%)" in new[2]
+    assert "it stops stating the fact without stating a false one" in new[2]
+    answers[1]["contradict_rate"] = 0.3
+    assert "stops stating" not in acceptance_sentences(changed)[2]
 
 
 @pytest.fixture(scope="module")
