@@ -244,3 +244,34 @@ def test_section_without_references_or_self_judge_still_reports(tmp_path):
     report = Report("t")
     add_behaviour_section(report, material)
     assert report.sections
+
+
+def test_tuned_models_against_prompting_are_paired_and_holm_corrected():
+    from reptune.evaluation.stats import holm
+    from reptune.reporting.objectives_view import _against_prompting_line, tuned_vs_prompting_rows
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.1, 0.3, size=40)
+
+    def table(shift):  # (prompts, seeds, answers)
+        return [[[float(v + shift)]] for v in base + rng.normal(0, 0.01, size=40)]
+
+    ev = {
+        "scores": {"harmonic": {"prompting": table(0.0), "big": table(0.05),
+                                "flat": table(0.0), "steered": table(0.1)}},
+        "conditions": {"prompting": {"kind": "prompting"}, "big": {"kind": "tuned"},
+                       "flat": {"kind": "tuned"}, "steered": {"kind": "steered"}},
+    }  # fmt: skip
+    rows = tuned_vs_prompting_rows(ev)
+    assert [r["condition"] for r in rows] == ["big", "flat"]  # tuned models only
+    h = ev["scores"]["harmonic"]
+    for r in rows:
+        hand = np.mean(np.ravel(h[r["condition"]])) - np.mean(np.ravel(h["prompting"]))
+        assert r["difference"] == pytest.approx(hand)
+    adjusted = holm([r["p_value"] for r in rows])
+    assert [r["p_holm"] for r in rows] == [a.p_adjusted for a in adjusted]
+    assert [r["above"] for r in rows] == [True, False]
+    line = _against_prompting_line(rows)
+    assert line.startswith("Tuned models") and "big +0.0" in line and "(Holm p" in line
+    assert "Not shown: flat" in line
+    assert _against_prompting_line(rows[1:]).startswith("No tuned model")

@@ -13,10 +13,11 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..evaluation.paired import paired_comparison
+from ..evaluation.stats import holm
 from .report import Report
 from .robustness_view import plot_behaviour_robustness, robustness_table_rows
 
-__all__ = ["add_objective_sections", "prompt_target_rows"]
+__all__ = ["add_objective_sections", "prompt_target_rows", "tuned_vs_prompting_rows"]
 
 
 def _pc(d: Mapping) -> str:
@@ -48,6 +49,48 @@ def prompt_target_rows(ev: Mapping, variants) -> list[dict]:
                     "share_stable": bool(share.get("stable", True)),
                     "harmonic_minus_prompting": difference.as_dict()})  # fmt: skip
     return out
+
+
+def tuned_vs_prompting_rows(ev: Mapping) -> list[dict]:
+    """Every tuned model (no prompt, no hooks) against prompting on the test prompts: harmonic
+    mean minus prompting's, paired over per-prompt means, with Holm over the tuned models.
+
+    Example:
+        >>> [r["condition"] for r in tuned_vs_prompting_rows(evaluated)]
+        ['token-sft', 'rep-steer']
+    """
+    harmonic = ev["scores"]["harmonic"]
+    kinds = ev.get("conditions", {})
+    tuned = [c for c in harmonic if kinds.get(c, {}).get("kind") == "tuned"]
+    if "prompting" not in harmonic or not tuned:
+        return []
+    reference = _per_prompt(harmonic["prompting"])
+    diffs = {c: paired_comparison(_per_prompt(harmonic[c]), reference) for c in tuned}
+    adjusted = holm({c: d.p_value for c, d in diffs.items()})
+    return [
+        {"condition": c, **diffs[c].as_dict(), "p_holm": h.p_adjusted, "above": bool(
+            h.reject and diffs[c].low > 0)}
+        for c, h in zip(tuned, adjusted)
+    ]  # fmt: skip
+
+
+def _against_prompting_line(rows) -> str:
+    above = [r for r in rows if r["above"]]
+    if not above:
+        return (
+            f"No tuned model (no prompt, no hooks) has a harmonic mean above prompting's with a "
+            f"paired interval above 0 (Holm over the {len(rows)} tuned models): "
+            + "; ".join(f"{r['condition']} {_pc(r)}" for r in rows)
+            + "."
+        )
+    return (
+        "Tuned models (no prompt, no hooks) with a harmonic mean above prompting's (paired "
+        f"interval above 0, Holm over the {len(rows)} tuned models): "
+        + "; ".join(f"{r['condition']} {_pc(r)} (Holm p {r['p_holm']:.2g})" for r in above)
+        + ". Not shown: "
+        + ("; ".join(f"{r['condition']} {_pc(r)}" for r in rows if not r["above"]) or "none")
+        + "."
+    )
 
 
 def _prompt_lines(rows) -> list[str]:
@@ -96,6 +139,14 @@ def add_objective_sections(report: Report, res: Mapping) -> None:
         >>> add_objective_sections(report, material)
     """
     name, ev = res["name"], res["evaluated"]
+    against = tuned_vs_prompting_rows(ev)
+    if against:
+        sec = report.section(f"{name}: tuned models against prompting", _against_prompting_line(
+            against))  # fmt: skip
+        keys = ("condition", "difference", "low", "high", "p_value", "p_holm", "above")
+        about = "harmonic mean minus prompting's, paired over test prompts"
+        table = [{k: r[k] for k in keys} for r in against]
+        sec.add_table(f"{name}_vs_prompting", table, description=about)
     variants = [v for v in ev["scores"]["harmonic"] if v.startswith("rep-prompt")]
     if variants:
         rows = prompt_target_rows(ev, variants)
