@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from ..behaviours.honesty.context import CONTEXT_CONDITIONS, context_pairs
 from ..behaviours.honesty.context import evaluate_context_honesty as _evaluate
-from ..evaluation.lm.perplexity import load_text
 from ..evaluation.paired_binary import paired_binary
-from ..io import resolve_data
 from . import honesty_context as steps
-from .measure import perplexity_rows
+from .honesty_measure import heldout_perplexity
 from .select import heldout_separation
 
 __all__ = ["run_context_honesty", "answers_of", "evaluate_context", "robustness_context"]
@@ -103,20 +101,6 @@ def robustness_context(run, answers) -> dict:
     return run.stages.run("robustness", sweep, settings)
 
 
-def heldout_perplexity_context(run) -> dict:
-    """Perplexity of the base and every tuned model on the held-out text (paired bootstrap)."""
-
-    def ppl():
-        models = {n: run.load(n) for n in ("base", *run.variants)}
-        text = load_text(resolve_data(run.hargs.perplexity_text))
-        return {"rows": perplexity_rows(models, text, *run.window)}
-
-    settings = run.settings["evaluate"] | run.pick(
-        "perplexity_text", "perplexity_window", "perplexity_stride"
-    )
-    return run.stages.run("perplexity", ppl, settings)
-
-
 def _find(rows, model, condition="none", strength=None) -> dict | None:
     for row in rows:
         if row["model"] == model and row["condition"] == condition:
@@ -176,7 +160,7 @@ def run_context_honesty(hargs, margs, targs, stages, settings: dict) -> dict:
     robust = robustness_context(run, answers) if hargs.robustness_coefficients is not None else None
     if robust is not None:
         robust = robust | {"chosen": abs(run.coefficients["dishonest"])}
-    ppl = heldout_perplexity_context(run) if hargs.perplexity_text else None
+    ppl = heldout_perplexity(run) if hargs.perplexity_text else None
     return {
         "paradigm": "context",
         "data": data,
