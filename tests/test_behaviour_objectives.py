@@ -12,21 +12,25 @@ import pytest
 import torch
 from conftest import make_model, make_tokenizer
 
+from reptune.evaluation.ab.scoring import generate_texts
 from reptune.extract import measure_residual_norms
 from reptune.io import read_jsonl
+from reptune.pairs import format_chat
 from reptune.reporting import Report
+from reptune.reporting.behaviour_report import choice_sentences
 from reptune.reporting.objectives_view import prompt_target_rows
 from reptune.reporting.robustness_view import plot_behaviour_robustness, robustness_table_rows
 from reptune.reporting.run_report import add_behaviour_section
 from reptune.reporting.tables import markdown_table
 from reptune.steering import SteeredModel
+from reptune.tokenization import adds_bos
 from reptune.training import RepTuneConfig
 from reptune.vectors import SteeringVectors
 from reptune.workflow import BehaviourArguments, ModelArguments, StageRunner, run_behaviour
 from reptune.workflow import behaviour_objectives as objectives
 from reptune.workflow.behaviour_robustness import Condition, robustness_rows, robustness_study
 from reptune.workflow.measure import generate_condition
-from reptune.workflow.variants import prompted_rows
+from reptune.workflow.variants import load_variant, prompted_rows
 
 
 def _a_share(prompts, answers):
@@ -129,6 +133,25 @@ def _toy_section(tmp_path, **overrides):
     return bargs, margs, targs
 
 
+def _prompt_kl_by_hand(base, tuned, tok, prompts, new_tokens):
+    """Mean over prompts of the per-token KL(base with "Be cheerful." || tuned without it)
+    along base's greedy answer with the instruction, one prompt at a time, unpadded."""
+    values = []
+    for prompt in prompts:
+        instructed = format_chat(tok, prompt, "", "Be cheerful.")
+        answer = generate_texts(base, tok, [instructed], max_new_tokens=new_tokens)[0]
+        more = tok(answer, add_special_tokens=False)["input_ids"]
+        logs = []
+        for model, chat in ((base, instructed), (tuned, format_chat(tok, prompt))):
+            head = tok(chat, add_special_tokens=adds_bos(tok, chat))["input_ids"]
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([head + more])).logits[0]
+            logs.append(logits.log_softmax(-1)[len(head) - 1 : len(head) - 1 + len(more)])
+        p, q = logs
+        values.append(float((p.exp() * (p - q)).sum(-1).mean()) if more else 0.0)
+    return sum(values) / len(values)
+
+
 def test_new_conditions_run_end_to_end_and_resume(tmp_path, monkeypatch):
     bargs, margs, targs = _toy_section(tmp_path)
     material = run_behaviour(bargs, margs, targs, StageRunner(tmp_path / "run"))
@@ -144,9 +167,17 @@ def test_new_conditions_run_end_to_end_and_resume(tmp_path, monkeypatch):
     toy = sys.modules["toy_behaviour"]
     expected = prompted_rows(model, tok, toy.PROMPTS[:6], "Be cheerful.", max_new_tokens=4)
     assert read_jsonl(layout.data_file("prompted_rows.jsonl")) == expected
-    # The prompt variant's checkpoint is chosen on dev as every other variant's.
-    chosen = material["trained"]["rep-prompt"]["chosen"]
-    assert chosen["step"] in (1, 2) and material["trained"]["rep-prompt"]["candidates"]
+    # The prompt variant's checkpoint is chosen on dev by its fidelity to the prompted model:
+    # the lowest KL(prompted base || tuned without the prompt) along the prompted dev answers.
+    trained = material["trained"]["rep-prompt"]
+    chosen, steps = trained["chosen"], trained["checkpoints"][trained["chosen"]["name"]]
+    assert trained["criterion"] == "fidelity" and set(steps) == {1, 2}
+    assert chosen["step"] == max(steps, key=lambda s: (steps[s], -s))
+    tuned, _ = load_variant(margs, layout.model_dir("rep-prompt"))
+    assert -chosen["dev_score"] == pytest.approx(
+        _prompt_kl_by_hand(model, tuned, tok, toy.PROMPTS[6:8], bargs.new_tokens), rel=1e-4
+    )
+    assert "lowest dev next-token KL(prompted base || tuned" in choice_sentences(material)[2]
     learned = {n: SteeringVectors.load(layout.model_dir(n)) for n in ("learned-lm", "learned-pref")}
     assert learned["learned-pref"].metadata["objective"] == "preference"
     assert learned["learned-lm"].layers == [material["chosen"]["layer"]]

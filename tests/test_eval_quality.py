@@ -7,6 +7,7 @@ import torch
 from conftest import make_model, make_tokenizer
 
 from reptune.evaluation.open_ended.quality import (
+    KLReference,
     QualityScores,
     continuation_log_probs,
     harmonic_mean,
@@ -97,6 +98,34 @@ def test_next_token_kl_by_hand(setup):
         kl = (p.exp() * (p - q)).sum(-1)[span].mean()
         assert value == pytest.approx(float(kl), rel=1e-4)
     assert min(got) > 0
+
+
+def test_kl_when_q_reads_other_prompts_by_hand(setup):
+    """P reads an instruction before each prompt, Q the plain prompt; the continuation is the
+    same, so KL compares the positions that predict it (prompts of different lengths, padded
+    together)."""
+    model, tok = setup
+    other = make_model("llama", n_layers=2, hidden=32, seed=3)
+    instructed = [
+        f"<|system|>be {w}<|end|>{p}" for w, p in zip(("glad", "very very glad", "x"), PROMPTS)
+    ]
+    got = KLReference(model, tok, instructed, ANSWERS, batch_size=2).kl(other, prompts=PROMPTS)
+    for p_prompt, q_prompt, answer, value in zip(instructed, PROMPTS, ANSWERS, got):
+        more = tok(answer, add_special_tokens=False)["input_ids"]
+        logs = []
+        for m, prompt in ((model, p_prompt), (other, q_prompt)):
+            ids = tok(prompt)["input_ids"]
+            with torch.no_grad():
+                logits = m(input_ids=torch.tensor([ids + more])).logits[0].log_softmax(-1)
+            logs.append(logits[len(ids) - 1 : len(ids) - 1 + len(more)])
+        p, q = logs
+        assert value == pytest.approx(float((p.exp() * (p - q)).sum(-1).mean()), rel=1e-4)
+    # The same model reading the prompt it was given is at 0; without it, above.
+    same = KLReference(model, tok, instructed, ANSWERS)
+    assert same.kl(model) == pytest.approx([0.0] * 3, abs=1e-6)
+    assert min(same.kl(model, prompts=PROMPTS)) > 0
+    with pytest.raises(ValueError, match="one prompt per continuation"):
+        same.kl(model, prompts=PROMPTS[:2])
 
 
 def test_mean_interval_and_rows():

@@ -34,6 +34,10 @@ def _num(value, spec: str = ".3f") -> str:
 
 UNIT = "fraction of the layer's median residual norm"
 CRITERION = "the dev harmonic mean of the independent scorers"
+FIDELITY = (
+    "the lowest dev next-token KL(prompted base || tuned without the prompt) along the prompted "
+    "model's greedy dev answers"
+)
 
 
 def _grid(values: Sequence, what: str, chosen, dev: int) -> str:
@@ -74,10 +78,11 @@ def _variant_sentence(variant: str, trained: Mapping) -> str:
         _grid(sorted(int(s) for s in checkpoints), "checkpoint step", chosen["step"], dev),
     ]
     seeds = sorted(int(s) for s in trained["seeds"])
-    return (
-        f"{variant}: {'; '.join(parts)}, by {CRITERION} "
-        f"({chosen['dev_harmonic']:.3f}); trained with seeds {seeds}."
-    )
+    if trained.get("criterion") == "fidelity":
+        by = f"{FIDELITY} ({-chosen['dev_score']:.3f} nats per token)"
+    else:
+        by = f"{CRITERION} ({chosen.get('dev_score', chosen.get('dev_harmonic')):.3f})"
+    return f"{variant}: {'; '.join(parts)}, by {by}; trained with seeds {seeds}."
 
 
 def choice_sentences(res: Mapping) -> list[str]:

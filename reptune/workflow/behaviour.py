@@ -87,6 +87,14 @@ class BehaviourArguments:
             "it; default: the steered layer). rep-prompt+steer needs it among layers."
         },
     )
+    prompt_criterion: str = field(
+        default="fidelity",
+        metadata={
+            "help": "dev criterion of rep-prompt's placement, learning rate and checkpoint: "
+            "'fidelity' (lowest next-token KL to the prompted model along its dev answers) or "
+            "'harmonic' (the dev harmonic mean, as for the other variants)"
+        },
+    )
     learned_objectives: list[str] = field(
         default_factory=list,
         metadata={"help": "learned vectors at the steered layer: 'lm', 'preference' ([] = off)"},
@@ -211,6 +219,10 @@ class BehaviourArguments:
             raise ValueError(f"samples must be >= 0, got {self.samples}")
         if not self.coefficients:
             raise ValueError("coefficients is empty: give the dev grid of steering coefficients")
+        if self.prompt_criterion not in ("fidelity", "harmonic"):
+            raise ValueError(
+                f"prompt_criterion must be 'fidelity' or 'harmonic', got {self.prompt_criterion!r}"
+            )
         if self.prompt_layer is not None and (
             "rep-prompt+steer" in self.variants and self.prompt_layer not in (self.layers or [])
         ):

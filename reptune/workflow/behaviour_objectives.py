@@ -25,12 +25,14 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from ..evaluation.ab.scoring import generate_texts
+from ..evaluation.open_ended.quality import KLReference
 from ..evaluation.paired import paired_comparison
 from ..evaluation.stats import mean_interval
 from ..io import read_jsonl, write_jsonl
 from ..pairs import format_chat
 from ..steering import SteeredModel
 from ..training.learned_vectors import learn_vectors
+from ..training.prompt_target import instructed_chat
 from ..vectors import SteeringVectors
 from .measure import generate_condition
 from .select import choose_best
@@ -44,6 +46,7 @@ __all__ = [
     "learn_behaviour_vectors",
     "learned_step",
     "objective_overrides",
+    "prompt_fidelity",
     "prompt_target_settings",
     "variant_rows",
     "write_prompted_rows",
@@ -115,6 +118,36 @@ def write_prompted_rows(run) -> list[dict]:
     run.stages.run(f"{run.name}_prompted_rows", rows, settings)
     run.prompted_rows = read_jsonl(rows_file)
     return run.prompted_rows
+
+
+def prompt_fidelity(run):
+    """``score(model) -> float``: minus the mean next-token ``KL(prompted base || model)``
+    along the prompted model's greedy answers to the dev prompts, the model reading the plain
+    prompts (0 = the model without the prompt predicts as the prompted base does). The
+    prompted side runs once, at the first call.
+
+    Example:
+        >>> score = prompt_fidelity(run); score(tuned)  # e.g. -0.08
+    """
+    if run.fidelity is None:
+        target = prompt_target_settings(run.wording)
+        instructed = [
+            instructed_chat(
+                run.tok, p, target["target_instruction"], target["target_instruction_mode"],
+                examples=target["target_examples"] or (),
+            )
+            for p in run.dev
+        ]  # fmt: skip
+        answers = generate_texts(run.base, run.tok, instructed, max_new_tokens=run.bargs.new_tokens)
+        reference = KLReference(run.base, run.tok, instructed, answers)
+        plain = [format_chat(run.tok, p) for p in run.dev]
+
+        def score(model) -> float:
+            kl = reference.kl(model, prompts=plain)
+            return -sum(kl) / len(kl)
+
+        run.fidelity = score
+    return run.fidelity
 
 
 def variant_rows(run, variant: str) -> list[dict]:

@@ -113,6 +113,7 @@ class BehaviourRun:
     trained: dict[str, dict] = field(default_factory=dict)
     wording: object = None
     scorers: SectionScorers | None = None
+    fidelity: object = None  # the dev prompt-fidelity score, built once (prompt_fidelity)
 
     def __post_init__(self):
         self.layout = self.stages.layout.section(self.name)

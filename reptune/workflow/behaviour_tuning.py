@@ -1,12 +1,14 @@
 """Tuned variants with equal chances: every variant (token-SFT included) gets the same LoRA
 placements, the same learning-rate grid and a checkpoint choice, all decided on dev prompts by
-the reported criterion (the dev harmonic mean of the independent scorers); the chosen
-configuration is then trained again with the other seeds.
+the reported criterion (the dev harmonic mean of the independent scorers; for ``rep-prompt``
+with ``prompt_criterion="fidelity"``, its closeness to the prompted model:
+:func:`~reptune.workflow.behaviour_objectives.prompt_fidelity`); the chosen configuration is
+then trained again with the other seeds.
 
 Example:
     >>> trained = tune_variants(run)  # run: a BehaviourRun after its rows are written
     >>> trained["rep-steer"]["chosen"]
-    {'placement': 'attention', 'learning_rate': 0.002, 'step': 10, 'dev_harmonic': 0.41}
+    {'placement': 'attention', 'learning_rate': 0.002, 'step': 10, 'dev_score': 0.41, ...}
 """
 
 from __future__ import annotations
@@ -15,11 +17,24 @@ import dataclasses
 import shutil
 
 from ..io import atomic_folder
-from .behaviour_objectives import PROMPT_VARIANTS, objective_overrides, variant_rows
+from .behaviour_objectives import (
+    PROMPT_VARIANTS,
+    objective_overrides,
+    prompt_fidelity,
+    variant_rows,
+)
 from .measure import generate_condition
 from .variants import DevSelection, train_variant
 
-__all__ = ["PLACEMENTS", "VARIANTS", "STEPS", "variant_overrides", "tune_variants", "seed_dir"]
+__all__ = [
+    "PLACEMENTS",
+    "VARIANTS",
+    "STEPS",
+    "criterion",
+    "variant_overrides",
+    "tune_variants",
+    "seed_dir",
+]
 
 #: The tuned variants and what each changes in the training settings (the one list of them).
 VARIANTS: dict[str, dict] = {
@@ -79,8 +94,25 @@ def seed_dir(run, variant: str, seed: int):
     return run.layout.model_dir(variant if seed == first else f"{variant}--seed{seed}")
 
 
-def _dev_score(run):
-    """The criterion of every checkpoint: the dev harmonic mean of the model's greedy answers."""
+def criterion(run, variant: str) -> str:
+    """The dev criterion of ``variant``'s choices: ``"fidelity"`` for ``rep-prompt`` when
+    ``prompt_criterion`` says so (its aim is to answer as the prompted model does), else
+    ``"harmonic"``.
+
+    Example:
+        >>> criterion(run, "token-sft")
+        'harmonic'
+    """
+    if variant == "rep-prompt" and run.bargs.prompt_criterion == "fidelity":
+        return "fidelity"
+    return "harmonic"
+
+
+def _dev_score(run, variant: str):
+    """The criterion of every checkpoint: the dev harmonic mean of the model's greedy answers,
+    or minus its dev KL to the prompted model (:func:`criterion`)."""
+    if criterion(run, variant) == "fidelity":
+        return prompt_fidelity(run)
     prompts = run.dev
 
     def score(model) -> float:
@@ -103,10 +135,16 @@ def _train_candidate(run, variant: str, placement: str, lr: float) -> dict:
             run.vecs,
             variant_rows(run, variant),
             run.layout.model_dir(name),
-            select=DevSelection(_dev_score(run), run.bargs.select_every),
+            select=DevSelection(_dev_score(run, variant), run.bargs.select_every),
             **overrides,
         ),
-        run.settings | {"train": targs.to_dict(), "variant": overrides, "placement": placement},
+        run.settings
+        | {
+            "train": targs.to_dict(),
+            "variant": overrides,
+            "placement": placement,
+            "criterion": criterion(run, variant),
+        },
         main_process_only=False,
     )
     scores = {int(k): float(v) for k, v in info["dev_scores"].items()}
@@ -115,7 +153,7 @@ def _train_candidate(run, variant: str, placement: str, lr: float) -> dict:
         "placement": placement,
         "learning_rate": float(lr),
         "step": step,
-        "dev_harmonic": scores[step],
+        "dev_score": scores[step],
         "dev_scores": scores,
         "train_loss": info.get("train_loss"),
         "name": name,
@@ -123,9 +161,9 @@ def _train_candidate(run, variant: str, placement: str, lr: float) -> dict:
 
 
 def _choose(candidates: list[dict]) -> dict:
-    """The best dev harmonic mean; ties go to the earlier candidate (the first placement and
-    the first learning rate of the grid: the cheaper, less changed model)."""
-    return max(reversed(candidates), key=lambda c: c["dev_harmonic"])
+    """The best dev score; ties go to the earlier candidate (the first placement and the first
+    learning rate of the grid: the cheaper, less changed model)."""
+    return max(reversed(candidates), key=lambda c: c["dev_score"])
 
 
 def _train_seed(run, variant: str, chosen: dict, seed: int) -> dict:
@@ -175,5 +213,6 @@ def tune_variants(run) -> dict[str, dict]:
             "chosen": {k: v for k, v in chosen.items() if k != "dev_scores"},
             "seeds": seeds,
             "dev_prompts": len(run.dev),
+            "criterion": criterion(run, variant),
         }
     return run.trained

@@ -294,17 +294,28 @@ class KLReference:
             self.batches.append((encoded, keep, logp))
 
     @torch.no_grad()
-    def kl(self, model_q) -> list[float]:
-        """Mean ``KL(P || Q)`` over each pair's continuation positions."""
+    def kl(self, model_q, prompts: Sequence[str] | None = None) -> list[float]:
+        """Mean ``KL(P || Q)`` over each pair's continuation positions.
+
+        ``prompts``: what ``Q`` reads before each continuation, when it is not what ``P`` read
+        (``P`` the prompted model, ``Q`` a tuned one without the prompt); the continuation
+        tokens, and so the compared positions, are the same.
+        """
+        prompts = self.prompts if prompts is None else list(prompts)
+        if len(prompts) != len(self.prompts):
+            raise ValueError(
+                f"give Q one prompt per continuation: {len(prompts)} prompts for "
+                f"{len(self.prompts)} continuations"
+            )
         device = model_device(model_q)
         out = []
         for start, (encoded, keep, logp) in zip(
             range(0, len(self.prompts), self.batch_size), self.batches
         ):
             part = slice(start, start + self.batch_size)
-            _, feed, _ = _batch(
-                self.tokenizer, self.prompts[part], self.continuations[part], device
-            )
+            # Every row ends with its continuation at the last column, so Q's kept logits line
+            # up with P's whatever each read before it.
+            _, feed, _ = _batch(self.tokenizer, prompts[part], self.continuations[part], device)
             logq = model_q(**feed).logits.float().log_softmax(-1)
             kl = (logp.exp() * (logp - logq.to(logp.device))).sum(-1).cpu()
             for row, (_, span) in enumerate(_spans(encoded, keep)):
