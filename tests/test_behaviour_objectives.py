@@ -18,7 +18,7 @@ from reptune.io import read_jsonl
 from reptune.pairs import format_chat
 from reptune.reporting import Report
 from reptune.reporting.behaviour_report import choice_sentences
-from reptune.reporting.objectives_view import prompt_target_rows
+from reptune.reporting.objectives_view import _prompt_lines, prompt_target_rows
 from reptune.reporting.robustness_view import plot_behaviour_robustness, robustness_table_rows
 from reptune.reporting.run_report import add_behaviour_section
 from reptune.reporting.tables import markdown_table
@@ -202,6 +202,11 @@ def test_new_conditions_run_end_to_end_and_resume(tmp_path, monkeypatch):
     row = prompt_target_rows(evaluated, ["rep-prompt"])[0]
     hand = (per["rep-prompt"] - per["base"]) / (per["prompting"] - per["base"])
     assert row["share"] == pytest.approx(hand, nan_ok=True)
+    reach = row["behaviour_minus_fraction"]
+    hand = per["rep-prompt"] - (per["base"] + 0.9 * (per["prompting"] - per["base"]))
+    assert reach["difference"] == pytest.approx(hand) and reach["low"] <= hand <= reach["high"]
+    text = "\n".join(_prompt_lines([row]))
+    assert "of prompting's shift, paired: " in text and "90% of prompting's shift" in text
     harmonic = evaluated["scores"]["harmonic"]
     hand = np.mean(harmonic["rep-prompt"]) - np.mean(harmonic["prompting"])
     assert row["harmonic_minus_prompting"]["difference"] == pytest.approx(hand)

@@ -30,23 +30,30 @@ def _per_prompt(table) -> list[float]:
     return np.nanmean(values.reshape(values.shape[0], -1), axis=1).tolist()
 
 
-def prompt_target_rows(ev: Mapping, variants) -> list[dict]:
+def prompt_target_rows(ev: Mapping, variants, fraction: float = 0.9) -> list[dict]:
     """For each prompt-target variant on the test prompts: the share of prompting's behaviour
-    shift over base it reaches (the evaluation's ``shares``, paired bootstrap), and its harmonic
-    mean minus prompting's (paired over per-prompt means of the score tables).
+    shift over base it reaches (the evaluation's ``shares``, paired bootstrap); its behaviour
+    minus ``fraction`` of the way from base to prompting, per prompt (paired, defined even when
+    prompting's own shift is uncertain: above 0 means it reaches that fraction); and its
+    harmonic mean minus prompting's (paired over per-prompt means of the score tables).
 
     Example:
         >>> prompt_target_rows(evaluated, ["rep-prompt"])[0]["share"]
     """
     shares = {r["condition"]: r for r in ev["shares"] if r["target"] == "prompting"}
-    harmonic = ev["scores"]["harmonic"]
+    harmonic, behaviour = ev["scores"]["harmonic"], ev["scores"]["behaviour"]
+    base = np.asarray(_per_prompt(behaviour["base"]))
+    prompted = np.asarray(_per_prompt(behaviour["prompting"]))
+    bar = (base + fraction * (prompted - base)).tolist()
     out = []
     for v in variants:
         share = shares[v]
         difference = paired_comparison(_per_prompt(harmonic[v]), _per_prompt(harmonic["prompting"]))
+        reach = paired_comparison(_per_prompt(behaviour[v]), bar)
         out.append({"variant": v, "share": share["value"], "share_low": share["low"],
                     "share_high": share["high"], "share_note": share.get("note") or "",
-                    "share_stable": bool(share.get("stable", True)),
+                    "share_stable": bool(share.get("stable", True)), "fraction": fraction,
+                    "behaviour_minus_fraction": reach.as_dict(),
                     "harmonic_minus_prompting": difference.as_dict()})  # fmt: skip
     return out
 
@@ -93,18 +100,32 @@ def _against_prompting_line(rows) -> str:
     )
 
 
+def _reach(r: Mapping) -> str:
+    d, part = r["behaviour_minus_fraction"], f"{100 * r['fraction']:.0f}%"
+    verdict = (
+        f"it reaches {part} of prompting's shift"
+        if d["low"] > 0
+        else f"it falls short of {part} of prompting's shift"
+        if d["high"] < 0
+        else f"these prompts cannot tell whether it reaches {part} of prompting's shift"
+    )
+    return f"its behaviour minus base + {part} of prompting's shift, paired: {_pc(d)}, so {verdict}"
+
+
 def _prompt_lines(rows) -> list[str]:
     lines = []
     for r in rows:
+        harmonic = f"harmonic mean minus prompting's: {_pc(r['harmonic_minus_prompting'])}"
         if not r["share_stable"]:
-            lines.append(f"- {r['variant']}: no share of prompting's shift ({r['share_note']}).")
+            lines.append(
+                f"- {r['variant']} (no prompt, no hooks): no share of prompting's shift "
+                f"({r['share_note']}); {_reach(r)}; {harmonic}."
+            )
             continue
-        reached = "reaches" if r["share"] >= 0.9 else "does not reach"
         lines.append(
             f"- {r['variant']} (no prompt, no hooks) moves behaviour {100 * r['share']:.0f}% "
             f"[{100 * r['share_low']:.0f}, {100 * r['share_high']:.0f}] as far as prompting "
-            f"does, so it {reached} 90% of prompting's shift; harmonic mean minus prompting's: "
-            f"{_pc(r['harmonic_minus_prompting'])}. {r['share_note']}".rstrip()
+            f"does; {_reach(r)}; {harmonic}. {r['share_note']}".rstrip()
         )
     return lines
 
