@@ -177,7 +177,11 @@ def test_new_conditions_run_end_to_end_and_resume(tmp_path, monkeypatch):
     assert -chosen["dev_score"] == pytest.approx(
         _prompt_kl_by_hand(model, tuned, tok, toy.PROMPTS[6:8], bargs.new_tokens), rel=1e-4
     )
-    assert "lowest dev next-token KL(prompted base || tuned" in choice_sentences(material)[2]
+    base_kl = _prompt_kl_by_hand(model, model, tok, toy.PROMPTS[6:8], bargs.new_tokens)
+    assert -trained["base_dev_score"] == pytest.approx(base_kl, rel=1e-4) and base_kl > 0
+    sentence = choice_sentences(material)[2]
+    assert "lowest dev next-token KL(prompted base || tuned" in sentence
+    assert f"the base model without the prompt: {base_kl:.3f})" in sentence
     learned = {n: SteeringVectors.load(layout.model_dir(n)) for n in ("learned-lm", "learned-pref")}
     assert learned["learned-pref"].metadata["objective"] == "preference"
     assert learned["learned-lm"].layers == [material["chosen"]["layer"]]

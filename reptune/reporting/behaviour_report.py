@@ -79,7 +79,10 @@ def _variant_sentence(variant: str, trained: Mapping) -> str:
     ]
     seeds = sorted(int(s) for s in trained["seeds"])
     if trained.get("criterion") == "fidelity":
-        by = f"{FIDELITY} ({-chosen['dev_score']:.3f} nats per token)"
+        by = f"{FIDELITY} ({-chosen['dev_score']:.3f} nats per token"
+        if "base_dev_score" in trained:
+            by += f"; the base model without the prompt: {-trained['base_dev_score']:.3f}"
+        by += ")"
     else:
         by = f"{CRITERION} ({chosen.get('dev_score', chosen.get('dev_harmonic')):.3f})"
     return f"{variant}: {'; '.join(parts)}, by {by}; trained with seeds {seeds}."

@@ -215,4 +215,7 @@ def tune_variants(run) -> dict[str, dict]:
             "dev_prompts": len(run.dev),
             "criterion": criterion(run, variant),
         }
+        if criterion(run, variant) == "fidelity":
+            # The scale of the chosen dev KL: the base model's without the prompt.
+            run.trained[variant]["base_dev_score"] = prompt_fidelity(run)(run.base)
     return run.trained
