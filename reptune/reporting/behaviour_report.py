@@ -84,7 +84,7 @@ def _variant_sentence(variant: str, trained: Mapping) -> str:
             by += f"; the base model without the prompt: {-trained['base_dev_score']:.3f}"
         by += ")"
     else:
-        by = f"{CRITERION} ({chosen.get('dev_score', chosen.get('dev_harmonic')):.3f})"
+        by = f"{CRITERION} ({chosen['dev_score']:.3f})"
     return f"{variant}: {'; '.join(parts)}, by {by}; trained with seeds {seeds}."
 
 

@@ -32,7 +32,6 @@ from ..io import read_jsonl, write_jsonl
 from ..pairs import format_chat
 from ..steering import SteeredModel
 from ..training.learned_vectors import learn_vectors
-from ..training.prompt_target import instructed_chat
 from ..vectors import SteeringVectors
 from .measure import generate_condition
 from .select import choose_best
@@ -130,14 +129,7 @@ def prompt_fidelity(run):
         >>> score = prompt_fidelity(run); score(tuned)  # e.g. -0.08
     """
     if run.fidelity is None:
-        target = prompt_target_settings(run.wording)
-        instructed = [
-            instructed_chat(
-                run.tok, p, target["target_instruction"], target["target_instruction_mode"],
-                examples=target["target_examples"] or (),
-            )
-            for p in run.dev
-        ]  # fmt: skip
+        instructed = [run.wording.format(run.tok, p) for p in run.dev]  # as prompting reads it
         answers = generate_texts(run.base, run.tok, instructed, max_new_tokens=run.bargs.new_tokens)
         reference = KLReference(run.base, run.tok, instructed, answers)
         plain = [format_chat(run.tok, p) for p in run.dev]
